@@ -1,0 +1,5 @@
+/* main.c - placeholder while the CLI is written. */
+int main(void)
+{
+        return 0;
+}

@@ -1,0 +1,582 @@
+/* pack.c - blob storage: compress, seal and gather blobs into packs; write packs and the index
+ * files that name them; load and verify single blobs.
+ *
+ * Pack layout: blob || blob || ... || sealed PackHeader || uint32 LE length of the sealed header.
+ * A stored blob is seal(flag || payload) where flag 0 means payload is the plaintext and 1 means it
+ * is a zstd frame. Packs are named by the BLAKE2b hash of their bytes and never change. */
+#include "repo_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#define BLOB_RAW  0
+#define BLOB_ZSTD 1
+
+struct zstd_ctx {
+        ZSTD_CCtx *c;
+        ZSTD_DCtx *d;
+};
+
+void kb_repo_zstd_ctx_destroy(void *p)
+{
+        struct zstd_ctx *z = p;
+
+        if (!z)
+                return;
+        ZSTD_freeCCtx(z->c);
+        ZSTD_freeDCtx(z->d);
+        free(z);
+}
+
+/* One context pair per thread: creating them per blob would cost more than compressing. */
+static struct zstd_ctx *zstd_ctx(struct kb_repo *r)
+{
+        struct zstd_ctx *z = pthread_getspecific(r->zstd_key);
+
+        if (z)
+                return z;
+        z = calloc(1, sizeof(*z));
+        if (!z)
+                return NULL;
+        z->c = ZSTD_createCCtx();
+        z->d = ZSTD_createDCtx();
+        if (!z->c || !z->d || pthread_setspecific(r->zstd_key, z) != 0) {
+                kb_repo_zstd_ctx_destroy(z);
+                return NULL;
+        }
+        return z;
+}
+
+void kb_repo_zstd_release_thread(struct kb_repo *r)
+{
+        kb_repo_zstd_ctx_destroy(pthread_getspecific(r->zstd_key));
+        pthread_setspecific(r->zstd_key, NULL);
+}
+
+void kb_pack_builder_free(struct pack_builder *b)
+{
+        if (!b)
+                return;
+        kb_buf_free(&b->data);
+        free(b->blobs);
+        free(b);
+}
+
+int kb_repo_blob_known(struct kb_repo *r, const uint8_t id[KB_ID_LEN])
+{
+        int known;
+
+        pthread_mutex_lock(&r->lock);
+        known = kb_index_lookup(r->index, id) != NULL;
+        pthread_mutex_unlock(&r->lock);
+        return known;
+}
+
+/* flag || payload, then sealed, appended to out. */
+static int encode_blob(struct kb_repo *r, const void *data, size_t len, struct kb_buf *out,
+                       struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        struct zstd_ctx *z = zstd_ctx(r);
+        size_t bound = ZSTD_compressBound(len), n;
+        int rc;
+
+        if (!z || kb_buf_reserve(&plain, 1 + (bound > len ? bound : len)) < 0) {
+                kb_buf_free(&plain);
+                return kb_err_set(err, -ENOMEM, "out of memory compressing a chunk");
+        }
+        n = ZSTD_compressCCtx(z->c, plain.data + 1, bound, data, len, r->zstd_level);
+        /* Keep the compressed form only when it saves something worth a decompression. */
+        if (!ZSTD_isError(n) && n + 64 < len) {
+                plain.data[0] = BLOB_ZSTD;
+                plain.len = 1 + n;
+        } else {
+                plain.data[0] = BLOB_RAW;
+                memcpy(plain.data + 1, data, len);
+                plain.len = 1 + len;
+        }
+        rc = kb_crypto_seal(r->master.enc_key, plain.data, plain.len, out);
+        kb_buf_free(&plain);
+        if (rc < 0)
+                return kb_err_set(err, rc, "out of memory sealing a chunk");
+        return 0;
+}
+
+static int builder_add(struct pack_builder *b, const uint8_t id[KB_ID_LEN], uint8_t type,
+                       const struct kb_buf *sealed, uint32_t raw_len)
+{
+        struct pack_blob *pb;
+        int rc;
+
+        if (b->nblobs == b->cap) {
+                size_t cap = b->cap ? b->cap * 2 : 64;
+                struct pack_blob *p = realloc(b->blobs, cap * sizeof(*p));
+
+                if (!p)
+                        return -ENOMEM;
+                b->blobs = p;
+                b->cap = cap;
+        }
+        pb = &b->blobs[b->nblobs];
+        memcpy(pb->id, id, KB_ID_LEN);
+        pb->type = type;
+        pb->offset = (uint32_t)b->data.len;
+        pb->length = (uint32_t)sealed->len;
+        pb->raw_length = raw_len;
+        rc = kb_buf_append(&b->data, sealed->data, sealed->len);
+        if (rc < 0)
+                return rc;
+        b->nblobs++;
+        return 0;
+}
+
+/* Fill the protobuf view of a builder's blobs (pointing into it) for a header or index entry. */
+static Kbackup__IndexBlob **blob_views(const struct pack_builder *b, Kbackup__IndexBlob *store)
+{
+        Kbackup__IndexBlob **v = malloc((b->nblobs ? b->nblobs : 1) * sizeof(*v));
+        size_t i;
+
+        if (!v)
+                return NULL;
+        for (i = 0; i < b->nblobs; i++) {
+                kbackup__index_blob__init(&store[i]);
+                store[i].id.data = (uint8_t *)b->blobs[i].id;
+                store[i].id.len = KB_ID_LEN;
+                store[i].type = b->blobs[i].type;
+                store[i].offset = b->blobs[i].offset;
+                store[i].length = b->blobs[i].length;
+                store[i].raw_length = b->blobs[i].raw_length;
+                v[i] = &store[i];
+        }
+        return v;
+}
+
+/* Append the sealed header and its length, then store the pack under its hash. */
+static int write_pack(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_ID_LEN],
+                      struct kb_err *err)
+{
+        Kbackup__PackHeader h = KBACKUP__PACK_HEADER__INIT;
+        Kbackup__IndexBlob *store = calloc(b->nblobs ? b->nblobs : 1, sizeof(*store));
+        Kbackup__IndexBlob **views = store ? blob_views(b, store) : NULL;
+        struct kb_buf plain = KB_BUF_INIT;
+        char name[KB_ID_HEX_LEN + 1];
+        size_t before = b->data.len;
+        uint8_t len_le[4];
+        uint32_t hlen;
+        int rc;
+
+        if (!views) {
+                rc = kb_err_set(err, -ENOMEM, "out of memory writing a pack");
+                goto out;
+        }
+        h.n_blobs = b->nblobs;
+        h.blobs = views;
+        rc = kb_buf_reserve(&plain, kbackup__pack_header__get_packed_size(&h));
+        if (rc == 0) {
+                plain.len = kbackup__pack_header__pack(&h, plain.data);
+                rc = kb_crypto_seal(r->master.enc_key, plain.data, plain.len, &b->data);
+        }
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory writing a pack");
+                goto out;
+        }
+        hlen = (uint32_t)(b->data.len - before);
+        len_le[0] = hlen & 0xff;
+        len_le[1] = (hlen >> 8) & 0xff;
+        len_le[2] = (hlen >> 16) & 0xff;
+        len_le[3] = hlen >> 24;
+        rc = kb_buf_append(&b->data, len_le, sizeof(len_le));
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory writing a pack");
+                goto out;
+        }
+        kb_crypto_object_id(b->data.data, b->data.len, pack_id);
+        kb_hex_encode(pack_id, KB_ID_LEN, name);
+        rc = kb_backend_put(r->be, KB_OBJ_PACK, name, b->data.data, b->data.len, err);
+        if (rc == -EEXIST) /* same bytes already there: content addressing makes it ours */
+                rc = 0;
+out:
+        kb_buf_free(&plain);
+        free(views);
+        free(store);
+        return rc;
+}
+
+static int write_index(struct kb_repo *r, struct pack_builder *list, struct kb_err *err)
+{
+        Kbackup__Index ix = KBACKUP__INDEX__INIT;
+        Kbackup__IndexPack *packs, **pviews;
+        Kbackup__IndexBlob **stores = NULL;
+        struct pack_builder *b;
+        struct kb_buf plain = KB_BUF_INIT;
+        char name[KB_ID_HEX_LEN + 1];
+        size_t n = 0, i;
+        int rc = 0;
+
+        for (b = list; b; b = b->next)
+                n++;
+        if (!n)
+                return 0;
+        packs = calloc(n, sizeof(*packs));
+        pviews = calloc(n, sizeof(*pviews));
+        stores = calloc(n, sizeof(*stores));
+        if (!packs || !pviews || !stores) {
+                rc = kb_err_set(err, -ENOMEM, "out of memory writing the index");
+                goto out;
+        }
+        for (b = list, i = 0; b; b = b->next, i++) {
+                Kbackup__IndexBlob *store = calloc(b->nblobs ? b->nblobs : 1, sizeof(*store));
+
+                stores[i] = store;
+
+                kbackup__index_pack__init(&packs[i]);
+                pthread_mutex_lock(&r->lock);
+                packs[i].pack_id.data = (uint8_t *)kb_index_pack_id(r->index, b->pack_no);
+                pthread_mutex_unlock(&r->lock);
+                packs[i].pack_id.len = KB_ID_LEN;
+                packs[i].blobs = store ? blob_views(b, store) : NULL;
+                if (!packs[i].blobs) {
+                        rc = kb_err_set(err, -ENOMEM, "out of memory writing the index");
+                        goto out;
+                }
+                packs[i].n_blobs = b->nblobs;
+                pviews[i] = &packs[i];
+        }
+        ix.n_packs = n;
+        ix.packs = pviews;
+        rc = kb_buf_reserve(&plain, kbackup__index__get_packed_size(&ix));
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory writing the index");
+                goto out;
+        }
+        plain.len = kbackup__index__pack(&ix, plain.data);
+        rc = kb_repo_object_put(r, KB_OBJ_INDEX, plain.data, plain.len, name, err);
+        if (rc == -EEXIST)
+                rc = 0;
+out:
+        for (i = 0; packs && stores && i < n; i++) {
+                free(packs[i].blobs);
+                free(stores[i]);
+        }
+        free(stores);
+        free(packs);
+        free(pviews);
+        kb_buf_free(&plain);
+        return rc;
+}
+
+/* Write a detached full (or final) pack, then record its id. Called without the lock. */
+static int finish_pack(struct kb_repo *r, struct pack_builder *b, struct kb_err *err)
+{
+        uint8_t pack_id[KB_ID_LEN];
+        int rc = write_pack(r, b, pack_id, err);
+
+        /* The pack's bytes are on the backend; only the blob list is kept for the index file. */
+        kb_buf_free(&b->data);
+        pthread_mutex_lock(&r->lock);
+        if (rc == 0) {
+                kb_index_pack_set_id(r->index, b->pack_no, pack_id);
+                b->next = r->unindexed;
+                r->unindexed = b;
+                r->unindexed_blobs += b->nblobs;
+        } else {
+                /* Forget the blobs so a retry in this process stores them again. */
+                for (size_t i = 0; i < b->nblobs; i++)
+                        kb_index_remove(r->index, b->blobs[i].id);
+        }
+        r->inflight--;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        if (rc < 0)
+                kb_pack_builder_free(b);
+        return rc;
+}
+
+/* Take the list of written-but-unindexed packs when it is large enough (or `force`). */
+static struct pack_builder *take_unindexed(struct kb_repo *r, int force)
+{
+        struct pack_builder *list = NULL;
+
+        if (force || r->unindexed_blobs >= KB_INDEX_FLUSH_BLOBS) {
+                list = r->unindexed;
+                r->unindexed = NULL;
+                r->unindexed_blobs = 0;
+        }
+        return list;
+}
+
+static int index_and_free(struct kb_repo *r, struct pack_builder *list, struct kb_err *err)
+{
+        int rc = write_index(r, list, err);
+        struct pack_builder *next;
+
+        if (rc < 0) {
+                /* Put them back: a later flush retries, and nothing claims they are indexed. */
+                pthread_mutex_lock(&r->lock);
+                for (struct pack_builder *b = list; b; b = next) {
+                        next = b->next;
+                        b->next = r->unindexed;
+                        r->unindexed = b;
+                        r->unindexed_blobs += b->nblobs;
+                }
+                pthread_mutex_unlock(&r->lock);
+                return rc;
+        }
+        for (; list; list = next) {
+                next = list->next;
+                kb_pack_builder_free(list);
+        }
+        return 0;
+}
+
+int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
+                      const void *data, size_t len, struct kb_save_result *res,
+                      struct kb_err *err)
+{
+        struct kb_buf sealed = KB_BUF_INIT;
+        struct pack_builder *full = NULL, *toindex = NULL;
+        struct kb_index_entry e = {0};
+        int rc, inserted = 0;
+
+        if (res) {
+                res->added = 0;
+                res->stored_bytes = 0;
+        }
+        if (r->read_only)
+                return kb_err_set(err, -EROFS, "repository is opened read-only");
+        if (len > KB_BLOB_MAX)
+                return kb_err_set(err, -EFBIG, "blob of %zu bytes is too large", len);
+        if (kb_repo_blob_known(r, id))
+                return 0;
+        rc = encode_blob(r, data, len, &sealed, err);
+        if (rc < 0)
+                return rc;
+
+        pthread_mutex_lock(&r->lock);
+        if (!r->current) {
+                r->current = calloc(1, sizeof(*r->current));
+                rc = r->current ? kb_index_pack_reserve(r->index) : -ENOMEM;
+                if (rc < 0) {
+                        free(r->current);
+                        r->current = NULL;
+                        goto unlock;
+                }
+                r->current->pack_no = (uint32_t)rc;
+                rc = 0;
+        }
+        memcpy(e.id, id, KB_ID_LEN);
+        e.pack = r->current->pack_no;
+        e.offset = (uint32_t)r->current->data.len;
+        e.length = (uint32_t)sealed.len;
+        e.raw_length = (uint32_t)len;
+        e.type = (uint8_t)type;
+        rc = kb_index_insert(r->index, &e, &inserted);
+        if (rc == 0 && inserted) {
+                rc = builder_add(r->current, id, (uint8_t)type, &sealed, (uint32_t)len);
+                if (rc < 0)
+                        kb_index_remove(r->index, id);
+        }
+        if (rc == 0 && r->current->data.len >= r->pack_size) {
+                full = r->current;
+                r->current = NULL;
+                r->inflight++;
+        }
+        if (rc == 0)
+                toindex = take_unindexed(r, 0);
+unlock:
+        pthread_mutex_unlock(&r->lock);
+        if (rc < 0) {
+                kb_buf_free(&sealed);
+                return kb_err_set(err, rc, "out of memory adding a chunk to a pack");
+        }
+        if (res && inserted) {
+                res->added = 1;
+                res->stored_bytes = sealed.len;
+        }
+        kb_buf_free(&sealed);
+        if (full)
+                rc = finish_pack(r, full, err);
+        if (rc == 0 && toindex)
+                rc = index_and_free(r, toindex, err);
+        return rc;
+}
+
+int kb_repo_flush(struct kb_repo *r, struct kb_err *err)
+{
+        struct pack_builder *last, *list;
+        int rc = 0;
+
+        if (r->read_only)
+                return 0;
+        pthread_mutex_lock(&r->lock);
+        last = r->current;
+        r->current = NULL;
+        if (last)
+                r->inflight++;
+        pthread_mutex_unlock(&r->lock);
+        if (last)
+                rc = finish_pack(r, last, err);
+        pthread_mutex_lock(&r->lock);
+        while (r->inflight)
+                pthread_cond_wait(&r->cond, &r->lock);
+        list = take_unindexed(r, 1);
+        pthread_mutex_unlock(&r->lock);
+        if (rc == 0)
+                rc = index_and_free(r, list, err);
+        else
+                index_and_free(r, list, NULL);
+        return rc;
+}
+
+static void short_hex(const uint8_t *id, char out[17])
+{
+        kb_hex_encode(id, 8, out);
+}
+
+int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
+                      struct kb_err *err)
+{
+        const struct kb_index_entry *found;
+        struct kb_index_entry e;
+        struct kb_buf sealed = KB_BUF_INIT, plain = KB_BUF_INIT;
+        struct zstd_ctx *z;
+        uint8_t pack_id[KB_ID_LEN], check[KB_ID_LEN];
+        static const uint8_t zero[KB_ID_LEN];
+        char bid[17], pid[KB_ID_HEX_LEN + 1];
+        int rc;
+
+        short_hex(id, bid);
+        pthread_mutex_lock(&r->lock);
+        found = kb_index_lookup(r->index, id);
+        if (found) {
+                e = *found;
+                memcpy(pack_id, kb_index_pack_id(r->index, e.pack), KB_ID_LEN);
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (!found)
+                return kb_err_set(err, KB_ENOTFOUND, "chunk %s is not in the index", bid);
+        if (memcmp(pack_id, zero, KB_ID_LEN) == 0)
+                return kb_err_set(err, -EAGAIN, "chunk %s is not written yet", bid);
+        if (e.raw_length > KB_BLOB_MAX)
+                return kb_err_set(err, KB_ECORRUPT, "chunk %s: index entry is invalid", bid);
+        kb_hex_encode(pack_id, KB_ID_LEN, pid);
+
+        rc = kb_backend_get(r->be, KB_OBJ_PACK, pid, e.offset, e.length, &sealed, err);
+        if (rc < 0) {
+                kb_err_prefix(err, "chunk %s: ", bid);
+                goto out;
+        }
+        rc = kb_crypto_open(r->master.enc_key, sealed.data, sealed.len, &plain);
+        if (rc < 0 || plain.len < 1) {
+                rc = kb_err_set(err, KB_ECORRUPT,
+                                "chunk %s in pack %.16s: authentication failed (damaged data)",
+                                bid, pid);
+                goto out;
+        }
+        rc = kb_buf_reserve(out, e.raw_length);
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory loading chunk %s", bid);
+                goto out;
+        }
+        if (plain.data[0] == BLOB_RAW && plain.len - 1 == e.raw_length) {
+                memcpy(out->data + out->len, plain.data + 1, e.raw_length);
+        } else if (plain.data[0] == BLOB_ZSTD && (z = zstd_ctx(r)) != NULL) {
+                size_t n = ZSTD_decompressDCtx(z->d, out->data + out->len, e.raw_length,
+                                               plain.data + 1, plain.len - 1);
+
+                if (ZSTD_isError(n) || n != e.raw_length) {
+                        rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: does not decompress", bid);
+                        goto out;
+                }
+        } else {
+                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: unknown encoding", bid);
+                goto out;
+        }
+        /* The id check catches an index that points at the wrong (but authentic) blob. */
+        kb_repo_blob_id(r, out->data + out->len, e.raw_length, check);
+        if (memcmp(check, id, KB_ID_LEN) != 0) {
+                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: content does not match its id", bid);
+                goto out;
+        }
+        out->len += e.raw_length;
+out:
+        kb_buf_free(&sealed);
+        kb_buf_free(&plain);
+        return rc;
+}
+
+/* ---- loading index files ---- */
+
+struct index_load {
+        struct kb_repo *r;
+        struct kb_err *err;
+};
+
+static int load_one_index(const char *name, uint64_t size, void *arg)
+{
+        struct index_load *l = arg;
+        struct kb_repo *r = l->r;
+        struct kb_buf plain = KB_BUF_INIT;
+        Kbackup__Index *ix;
+        size_t i, j;
+        int rc;
+
+        (void)size;
+        rc = kb_repo_object_get(r, KB_OBJ_INDEX, name, &plain, l->err);
+        if (rc < 0) {
+                kb_err_prefix(l->err, "index %.16s: ", name);
+                kb_buf_free(&plain);
+                return rc;
+        }
+        ix = kbackup__index__unpack(NULL, plain.len, plain.data);
+        kb_buf_free(&plain);
+        if (!ix)
+                return kb_err_set(l->err, KB_ECORRUPT, "index %.16s does not parse", name);
+        for (i = 0; i < ix->n_packs && rc == 0; i++) {
+                Kbackup__IndexPack *p = ix->packs[i];
+                int pack_no;
+
+                if (p->pack_id.len != KB_ID_LEN) {
+                        rc = kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid", name);
+                        break;
+                }
+                pack_no = kb_index_pack_add(r->index, p->pack_id.data);
+                if (pack_no < 0) {
+                        rc = kb_err_set(l->err, pack_no, "out of memory loading the index");
+                        break;
+                }
+                for (j = 0; j < p->n_blobs; j++) {
+                        Kbackup__IndexBlob *b = p->blobs[j];
+                        struct kb_index_entry e = {0};
+
+                        if (b->id.len != KB_ID_LEN) {
+                                rc = kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid",
+                                                name);
+                                break;
+                        }
+                        memcpy(e.id, b->id.data, KB_ID_LEN);
+                        e.pack = (uint32_t)pack_no;
+                        e.offset = b->offset;
+                        e.length = b->length;
+                        e.raw_length = b->raw_length;
+                        e.type = (uint8_t)b->type;
+                        rc = kb_index_insert(r->index, &e, NULL);
+                        if (rc < 0) {
+                                kb_err_set(l->err, rc, "out of memory loading the index");
+                                break;
+                        }
+                }
+        }
+        kbackup__index__free_unpacked(ix, NULL);
+        return rc;
+}
+
+int kb_repo_index_load(struct kb_repo *r, struct kb_err *err)
+{
+        struct index_load l = {r, err};
+
+        return kb_backend_list(r->be, KB_OBJ_INDEX, load_one_index, &l, err);
+}

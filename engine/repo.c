@@ -1,0 +1,314 @@
+/* repo.c - repository lifecycle: init, open with a password, config, sealed whole objects. */
+#include "repo_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#define MARKER_TEXT    "kbackup repository\nformat 1\n"
+#define CONFIG_VERSION 1
+#define CONFIG_AEAD    "xchacha20poly1305"
+#define CONFIG_IDHASH  "blake2b256-keyed"
+
+void kb_kdf_params_default(struct kb_kdf_params *p)
+{
+        /* Argon2id at 3 passes over 256 MiB: about a second here, and within a CronJob's memory. */
+        p->opslimit = 3;
+        p->memlimit = 256ULL << 20;
+}
+
+static int store_config(struct kb_backend *be, const struct kb_master *m, struct kb_err *err)
+{
+        Kbackup__Config c = KBACKUP__CONFIG__INIT;
+        uint8_t repo_id[16], plain[256];
+        struct kb_buf sealed = KB_BUF_INIT;
+        size_t n;
+        int r;
+
+        kb_crypto_random(repo_id, sizeof(repo_id));
+        c.version = CONFIG_VERSION;
+        c.repo_id.data = repo_id;
+        c.repo_id.len = sizeof(repo_id);
+        c.aead = (char *)CONFIG_AEAD;
+        c.id_hash = (char *)CONFIG_IDHASH;
+        c.chunk_min = kb_chunker_default_params.min_size;
+        c.chunk_avg = kb_chunker_default_params.avg_size;
+        c.chunk_max = kb_chunker_default_params.max_size;
+        c.pack_size = KB_REPO_DEFAULT_PACK_SIZE;
+        c.created_unix = time(NULL);
+        n = kbackup__config__pack(&c, plain);
+        r = kb_crypto_seal(m->enc_key, plain, n, &sealed);
+        if (r == 0)
+                r = kb_backend_put(be, KB_OBJ_CONFIG, "config", sealed.data, sealed.len, err);
+        kb_buf_free(&sealed);
+        return r;
+}
+
+int kb_repo_init(const char *location, const char *password, size_t pwlen,
+                 const struct kb_kdf_params *kdf, struct kb_err *err)
+{
+        struct kb_backend *be = NULL;
+        struct kb_buf keyfile = KB_BUF_INIT;
+        struct kb_master m;
+        uint8_t kid[KB_ID_LEN];
+        char kname[KB_ID_HEX_LEN + 1];
+        uint64_t size;
+        int r;
+
+        r = kb_crypto_init(err);
+        if (r < 0)
+                return r;
+        r = kb_backend_open(location, 1, &be, err);
+        if (r < 0)
+                return r;
+        if (kb_backend_stat(be, KB_OBJ_MARKER, "kbackup", &size, NULL) == 0) {
+                r = kb_err_set(err, -EEXIST, "a repository already exists at %s", location);
+                goto out;
+        }
+        if (kb_backend_stat(be, KB_OBJ_CONFIG, "config", &size, NULL) == 0) {
+                r = kb_err_set(err, -EEXIST,
+                               "%s holds an incomplete repository (an interrupted init); remove "
+                               "it and run init again",
+                               location);
+                goto out;
+        }
+        kb_master_generate(&m);
+        r = kb_keyfile_create(&m, password, pwlen, kdf, &keyfile, err);
+        if (r < 0)
+                goto out;
+        kb_crypto_object_id(keyfile.data, keyfile.len, kid);
+        kb_hex_encode(kid, sizeof(kid), kname);
+        r = kb_backend_put(be, KB_OBJ_KEY, kname, keyfile.data, keyfile.len, err);
+        if (r == 0)
+                r = store_config(be, &m, err);
+        /* The marker comes last: a directory without it is not (yet) a repository. */
+        if (r == 0)
+                r = kb_backend_put(be, KB_OBJ_MARKER, "kbackup", MARKER_TEXT, strlen(MARKER_TEXT),
+                                   err);
+out:
+        kb_crypto_wipe(&m, sizeof(m));
+        kb_buf_free(&keyfile);
+        kb_backend_close(be);
+        return r;
+}
+
+static int check_marker(struct kb_backend *be, const char *location, struct kb_err *err)
+{
+        struct kb_buf b = KB_BUF_INIT;
+        int r = kb_backend_get(be, KB_OBJ_MARKER, "kbackup", 0, 0, &b, err);
+
+        if (r == KB_ENOTFOUND)
+                r = kb_err_set(err, KB_EFORMAT,
+                               "%s is not a kbackup repository (run 'kbackup init' first)",
+                               location);
+        else if (r == 0 && (b.len != strlen(MARKER_TEXT) || memcmp(b.data, MARKER_TEXT, b.len)))
+                r = kb_err_set(err, KB_EFORMAT,
+                               "%s has an unknown repository format (newer kbackup?)", location);
+        kb_buf_free(&b);
+        return r;
+}
+
+struct key_try {
+        struct kb_repo *r;
+        const char *password;
+        size_t pwlen;
+        int opened;
+        int rc;
+        struct kb_err *err;
+};
+
+static int try_key(const char *name, uint64_t size, void *arg)
+{
+        struct key_try *t = arg;
+        struct kb_buf b = KB_BUF_INIT;
+        struct kb_err e;
+        int r;
+
+        (void)size;
+        r = kb_backend_get(t->r->be, KB_OBJ_KEY, name, 0, 0, &b, &e);
+        if (r == 0)
+                r = kb_keyfile_open(b.data, b.len, t->password, t->pwlen, &t->r->master, &e);
+        kb_buf_free(&b);
+        if (r == 0) {
+                t->opened = 1;
+                return 1; /* stop listing */
+        }
+        /* Remember the most telling failure: anything beats "wrong password". */
+        if (t->rc == 0 || t->rc == KB_EAUTH) {
+                t->rc = r;
+                if (t->err)
+                        *t->err = e;
+        }
+        return 0;
+}
+
+static int load_config(struct kb_repo *r, struct kb_err *err)
+{
+        struct kb_buf b = KB_BUF_INIT;
+        Kbackup__Config *c;
+        int rc;
+
+        rc = kb_repo_object_get(r, KB_OBJ_CONFIG, "config", &b, err);
+        if (rc < 0)
+                return rc;
+        c = kbackup__config__unpack(NULL, b.len, b.data);
+        kb_buf_free(&b);
+        if (!c)
+                return kb_err_set(err, KB_ECORRUPT, "repository config does not parse");
+        if (c->version != CONFIG_VERSION || strcmp(c->aead, CONFIG_AEAD) ||
+            strcmp(c->id_hash, CONFIG_IDHASH)) {
+                rc = kb_err_set(err, KB_EFORMAT, "repository config has an unknown format");
+        } else {
+                r->chunker.min_size = c->chunk_min;
+                r->chunker.avg_size = c->chunk_avg;
+                r->chunker.max_size = c->chunk_max;
+                r->pack_size = c->pack_size;
+                if (r->pack_size < (1u << 20) || r->pack_size > (1u << 30) ||
+                    c->chunk_max > KB_BLOB_MAX)
+                        rc = kb_err_set(err, KB_ECORRUPT, "repository config has invalid sizes");
+        }
+        kbackup__config__free_unpacked(c, NULL);
+        return rc;
+}
+
+int kb_repo_open(const char *location, const char *password, size_t pwlen, int flags,
+                 struct kb_repo **out, struct kb_err *err)
+{
+        struct key_try t = {0};
+        struct kb_repo *r;
+        int rc;
+
+        rc = kb_crypto_init(err);
+        if (rc < 0)
+                return rc;
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return kb_err_set(err, -ENOMEM, "out of memory");
+        pthread_mutex_init(&r->lock, NULL);
+        pthread_cond_init(&r->cond, NULL);
+        pthread_key_create(&r->zstd_key, kb_repo_zstd_ctx_destroy);
+        r->zstd_level = KB_REPO_DEFAULT_ZSTD_LEVEL;
+        rc = kb_index_new(&r->index);
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory");
+                goto fail;
+        }
+        rc = kb_backend_open(location, 0, &r->be, err);
+        if (rc < 0)
+                goto fail;
+        r->read_only = (flags & KB_REPO_READ_ONLY) || r->be->read_only;
+        rc = check_marker(r->be, location, err);
+        if (rc < 0)
+                goto fail;
+
+        t.r = r;
+        t.password = password;
+        t.pwlen = pwlen;
+        t.err = err;
+        rc = kb_backend_list(r->be, KB_OBJ_KEY, try_key, &t, err);
+        if (rc < 0)
+                goto fail;
+        if (!t.opened) {
+                rc = t.rc ? t.rc : kb_err_set(err, KB_EFORMAT, "repository has no key files");
+                goto fail;
+        }
+        kb_err_clear(err);
+        rc = load_config(r, err);
+        if (rc == 0)
+                rc = kb_repo_index_load(r, err);
+        if (rc < 0)
+                goto fail;
+        *out = r;
+        return 0;
+fail:
+        kb_repo_close(r);
+        return rc;
+}
+
+void kb_repo_close(struct kb_repo *r)
+{
+        struct pack_builder *b, *next;
+
+        if (!r)
+                return;
+        kb_repo_zstd_release_thread(r);
+        pthread_key_delete(r->zstd_key);
+        kb_pack_builder_free(r->current);
+        for (b = r->unindexed; b; b = next) {
+                next = b->next;
+                kb_pack_builder_free(b);
+        }
+        kb_index_free(r->index);
+        kb_backend_close(r->be);
+        pthread_mutex_destroy(&r->lock);
+        pthread_cond_destroy(&r->cond);
+        kb_crypto_wipe(&r->master, sizeof(r->master));
+        free(r);
+}
+
+struct kb_backend *kb_repo_backend(struct kb_repo *r)
+{
+        return r->be;
+}
+
+const struct kb_chunker_params *kb_repo_chunker_params(struct kb_repo *r)
+{
+        return &r->chunker;
+}
+
+const uint8_t *kb_repo_chunker_seed(struct kb_repo *r)
+{
+        return r->master.chunker_seed;
+}
+
+void kb_repo_set_compression(struct kb_repo *r, int level)
+{
+        r->zstd_level = level;
+}
+
+void kb_repo_blob_id(struct kb_repo *r, const void *data, size_t len, uint8_t id[KB_ID_LEN])
+{
+        kb_crypto_blob_id(r->master.id_key, data, len, id);
+}
+
+int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *data, size_t len,
+                       char name_hex[KB_ID_HEX_LEN + 1], struct kb_err *err)
+{
+        struct kb_buf sealed = KB_BUF_INIT;
+        uint8_t id[KB_ID_LEN];
+        int rc;
+
+        if (r->read_only)
+                return kb_err_set(err, -EROFS, "repository is opened read-only");
+        rc = kb_crypto_seal(r->master.enc_key, data, len, &sealed);
+        if (rc < 0)
+                return kb_err_set(err, rc, "out of memory");
+        kb_crypto_object_id(sealed.data, sealed.len, id);
+        kb_hex_encode(id, sizeof(id), name_hex);
+        rc = kb_backend_put(r->be, type, name_hex, sealed.data, sealed.len, err);
+        kb_buf_free(&sealed);
+        return rc;
+}
+
+int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,
+                       struct kb_buf *out, struct kb_err *err)
+{
+        struct kb_buf sealed = KB_BUF_INIT;
+        int rc;
+
+        rc = kb_backend_get(r->be, type, name, 0, 0, &sealed, err);
+        if (rc == 0) {
+                rc = kb_crypto_open(r->master.enc_key, sealed.data, sealed.len, out);
+                if (rc == KB_ECORRUPT)
+                        kb_err_set(err, rc, "%s: authentication failed (damaged or foreign data)",
+                                   name);
+                else if (rc < 0)
+                        kb_err_set(err, rc, "out of memory");
+        }
+        kb_buf_free(&sealed);
+        return rc;
+}

@@ -1,0 +1,128 @@
+/* repo.h - a kbackup repository: keys, config, chunk storage through packs and the index, and
+ * snapshot records. This is the engine's content-addressed store; everything above it (volume and
+ * etcd backup) speaks in blobs and snapshots, everything below it in backend objects.
+ *
+ * Thread safety: after open, kb_repo_blob_* and kb_repo_blob_known may be called from many threads
+ * at once; snapshot and flush calls from one thread. */
+#ifndef KB_REPO_H
+#define KB_REPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "chunker.h"
+#include "crypto.h"
+#include "err.h"
+#include "backend.h"
+#include "kbackup.pb-c.h"
+
+struct kb_repo;
+
+enum kb_blob_type {
+        KB_BLOB_DATA = KBACKUP__BLOB_TYPE__BLOB_DATA,
+        KB_BLOB_TREE = KBACKUP__BLOB_TYPE__BLOB_TREE,
+};
+
+/* Password-derivation cost. Tests may lower it through KBACKUP_TEST_KDF=fast (documented as
+ * test-only); real repositories use the interactive-plus defaults. */
+struct kb_kdf_params {
+        uint64_t opslimit;
+        uint64_t memlimit;
+};
+void kb_kdf_params_default(struct kb_kdf_params *p);
+
+enum {
+        KB_REPO_READ_ONLY = 1 << 0, /* never write (restore from a read-only replica) */
+};
+
+/* Create a new repository at `location` protected by `password`. Fails with -EEXIST when one is
+ * already there. */
+int kb_repo_init(const char *location, const char *password, size_t pwlen,
+                 const struct kb_kdf_params *kdf, struct kb_err *err);
+
+/* Open with a password: tries every key file; KB_EAUTH when none opens. Loads the index. */
+int kb_repo_open(const char *location, const char *password, size_t pwlen, int flags,
+                 struct kb_repo **out, struct kb_err *err);
+/* Closes without flushing: blobs saved since the last flush are abandoned (their packs, if
+ * written, become unreferenced leftovers that prune removes). */
+void kb_repo_close(struct kb_repo *r);
+
+struct kb_backend *kb_repo_backend(struct kb_repo *r);
+const struct kb_chunker_params *kb_repo_chunker_params(struct kb_repo *r);
+const uint8_t *kb_repo_chunker_seed(struct kb_repo *r);
+
+/* Keyed id of plaintext blob content. */
+void kb_repo_blob_id(struct kb_repo *r, const void *data, size_t len, uint8_t id[KB_ID_LEN]);
+
+/* Is the blob already stored (or queued in a pack being written by this process)? */
+int kb_repo_blob_known(struct kb_repo *r, const uint8_t id[KB_ID_LEN]);
+
+struct kb_save_result {
+        int added;             /* 1 if this call stored it, 0 if it was already known */
+        uint64_t stored_bytes; /* bytes added to a pack (0 when known) */
+};
+
+/* Store a blob if it is not known yet. `id` must be kb_repo_blob_id() of the data (computed by the
+ * caller so workers can hash in parallel). Compresses with zstd when that shrinks it, seals it and
+ * appends it to the current pack; full packs are written to the backend. Thread-safe. */
+int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
+                      const void *data, size_t len, struct kb_save_result *res,
+                      struct kb_err *err);
+
+/* Read, verify (AEAD and id) and decompress a blob, appending its plaintext to out. */
+int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
+                      struct kb_err *err);
+
+/* Write the open pack and a new index file for every pack written since the last flush. When this
+ * returns 0, every blob saved so far is durable and findable by a fresh open. */
+int kb_repo_flush(struct kb_repo *r, struct kb_err *err);
+
+/* Encode, seal and store a snapshot record (after kb_repo_flush). Writes its id as hex. */
+int kb_repo_snapshot_save(struct kb_repo *r, const Kbackup__Snapshot *snap,
+                          char id_hex[KB_ID_HEX_LEN + 1], struct kb_err *err);
+
+struct kb_snapshot_entry {
+        char id[KB_ID_HEX_LEN + 1];
+        Kbackup__Snapshot *snap; /* owned by the list */
+};
+
+struct kb_snapshot_list {
+        struct kb_snapshot_entry *items; /* sorted by time, oldest first */
+        size_t count;
+};
+
+/* Load every snapshot record. An unreadable one fails the call with its id named. */
+int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struct kb_err *err);
+void kb_snapshot_list_free(struct kb_snapshot_list *l);
+
+/* Find a snapshot by full id, unique prefix or "latest" (optionally only of `kind`, may be NULL).
+ * Returns an index into l->items, or KB_ENOTFOUND / KB_EAMBIG. */
+int kb_snapshot_list_find(const struct kb_snapshot_list *l, const char *ref, const char *kind,
+                          struct kb_err *err);
+
+/* Seal `len` bytes with the master key and store them as a new object named by the hash of the
+ * sealed bytes (for index, snapshot and other whole-object records). */
+int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *data, size_t len,
+                       char name_hex[KB_ID_HEX_LEN + 1], struct kb_err *err);
+/* Load and unseal a whole object, appending the plaintext to out. */
+int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,
+                       struct kb_buf *out, struct kb_err *err);
+
+/* zstd level for new blobs (default KB_REPO_DEFAULT_ZSTD_LEVEL). */
+#define KB_REPO_DEFAULT_ZSTD_LEVEL 1
+void kb_repo_set_compression(struct kb_repo *r, int level);
+
+/* Largest blob the repository stores or accepts on load. */
+#define KB_BLOB_MAX (256u << 20)
+
+/* Free the calling thread's compression contexts (worker threads call it before they exit). */
+void kb_repo_zstd_release_thread(struct kb_repo *r);
+
+/* Serialise and store / load-and-parse a tree blob. */
+int kb_repo_tree_save(struct kb_repo *r, const Kbackup__Tree *tree, uint8_t id[KB_ID_LEN],
+                      struct kb_save_result *res, struct kb_err *err);
+int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__Tree **out,
+                      struct kb_err *err);
+
+#endif

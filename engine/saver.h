@@ -1,0 +1,48 @@
+/* saver.h - the parallel store pipeline: worker threads hash, dedup, compress, encrypt and pack
+ * chunks that a producer (the volume walker, the etcd stream) submits in order.
+ *
+ * Memory stays bounded: submit() blocks while `max_inflight_bytes` of chunk data are queued.
+ * Results land in caller-provided id slots; a group lets the producer wait for a set of chunks
+ * (one file's, one directory's) before it encodes the metadata that names them. */
+#ifndef KB_SAVER_H
+#define KB_SAVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "repo.h"
+
+struct kb_saver;
+struct kb_saver_group;
+
+struct kb_saver_stats {
+        uint64_t blobs;        /* chunks submitted */
+        uint64_t bytes;        /* plaintext bytes submitted */
+        uint64_t blobs_new;    /* chunks not already in the repository */
+        uint64_t bytes_new;    /* plaintext bytes of those */
+        uint64_t bytes_stored; /* bytes they take in packs */
+};
+
+/* threads == 0 picks the number of online cores. */
+int kb_saver_new(struct kb_repo *repo, unsigned threads, size_t max_inflight_bytes,
+                 struct kb_saver **out, struct kb_err *err);
+
+/* Waits for every submitted chunk, then frees. Returns the first error any worker met (also left
+ * in err), or 0. Does not flush the repository. */
+int kb_saver_free(struct kb_saver *s, struct kb_err *err);
+
+struct kb_saver_group *kb_saver_group_new(struct kb_saver *s);
+/* Block until every chunk submitted to the group is stored; returns the group's first error. */
+int kb_saver_group_wait(struct kb_saver_group *g, struct kb_err *err);
+/* Waits, then frees. */
+void kb_saver_group_free(struct kb_saver_group *g);
+
+/* Queue one chunk. The saver takes ownership of `data` (malloc'd; freed when stored). The worker
+ * writes the chunk's id to id_slot, which must stay valid until the group has been waited for. */
+int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
+                    uint8_t *data, size_t len, uint8_t *id_slot, struct kb_err *err);
+
+void kb_saver_get_stats(struct kb_saver *s, struct kb_saver_stats *out);
+
+#endif

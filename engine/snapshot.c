@@ -1,0 +1,164 @@
+/* snapshot.c - snapshot records (store, list, resolve "latest" and id prefixes) and tree blobs. */
+#include "repo.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kb_repo_snapshot_save(struct kb_repo *r, const Kbackup__Snapshot *snap,
+                          char id_hex[KB_ID_HEX_LEN + 1], struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        int rc;
+
+        rc = kb_buf_reserve(&plain, kbackup__snapshot__get_packed_size(snap));
+        if (rc < 0)
+                return kb_err_set(err, rc, "out of memory encoding the snapshot");
+        plain.len = kbackup__snapshot__pack(snap, plain.data);
+        rc = kb_repo_object_put(r, KB_OBJ_SNAPSHOT, plain.data, plain.len, id_hex, err);
+        kb_buf_free(&plain);
+        return rc;
+}
+
+struct list_ctx {
+        struct kb_repo *r;
+        struct kb_snapshot_list *l;
+        size_t cap;
+        struct kb_err *err;
+};
+
+static int load_snapshot(const char *name, uint64_t size, void *arg)
+{
+        struct list_ctx *c = arg;
+        struct kb_buf plain = KB_BUF_INIT;
+        Kbackup__Snapshot *s;
+        int rc;
+
+        (void)size;
+        if (strlen(name) != KB_ID_HEX_LEN)
+                return 0; /* not ours */
+        rc = kb_repo_object_get(c->r, KB_OBJ_SNAPSHOT, name, &plain, c->err);
+        if (rc < 0) {
+                kb_err_prefix(c->err, "snapshot %.16s: ", name);
+                kb_buf_free(&plain);
+                return rc;
+        }
+        s = kbackup__snapshot__unpack(NULL, plain.len, plain.data);
+        kb_buf_free(&plain);
+        if (!s)
+                return kb_err_set(c->err, KB_ECORRUPT, "snapshot %.16s does not parse", name);
+        if (c->l->count == c->cap) {
+                size_t cap = c->cap ? c->cap * 2 : 32;
+                struct kb_snapshot_entry *p = realloc(c->l->items, cap * sizeof(*p));
+
+                if (!p) {
+                        kbackup__snapshot__free_unpacked(s, NULL);
+                        return kb_err_set(c->err, -ENOMEM, "out of memory listing snapshots");
+                }
+                c->l->items = p;
+                c->cap = cap;
+        }
+        memcpy(c->l->items[c->l->count].id, name, KB_ID_HEX_LEN + 1);
+        c->l->items[c->l->count].snap = s;
+        c->l->count++;
+        return 0;
+}
+
+static int by_time(const void *a, const void *b)
+{
+        const struct kb_snapshot_entry *x = a, *y = b;
+
+        if (x->snap->time_unix_nsec != y->snap->time_unix_nsec)
+                return x->snap->time_unix_nsec < y->snap->time_unix_nsec ? -1 : 1;
+        return strcmp(x->id, y->id);
+}
+
+int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struct kb_err *err)
+{
+        struct list_ctx c = {r, out, 0, err};
+        int rc;
+
+        out->items = NULL;
+        out->count = 0;
+        rc = kb_backend_list(kb_repo_backend(r), KB_OBJ_SNAPSHOT, load_snapshot, &c, err);
+        if (rc < 0) {
+                kb_snapshot_list_free(out);
+                return rc;
+        }
+        if (out->count)
+                qsort(out->items, out->count, sizeof(out->items[0]), by_time);
+        return 0;
+}
+
+void kb_snapshot_list_free(struct kb_snapshot_list *l)
+{
+        for (size_t i = 0; i < l->count; i++)
+                kbackup__snapshot__free_unpacked(l->items[i].snap, NULL);
+        free(l->items);
+        l->items = NULL;
+        l->count = 0;
+}
+
+int kb_snapshot_list_find(const struct kb_snapshot_list *l, const char *ref, const char *kind,
+                          struct kb_err *err)
+{
+        size_t n = strlen(ref), i;
+        int found = -1;
+
+        if (strcmp(ref, "latest") == 0) {
+                for (i = l->count; i > 0; i--)
+                        if (!kind || strcmp(l->items[i - 1].snap->kind, kind) == 0)
+                                return (int)(i - 1);
+                return kb_err_set(err, KB_ENOTFOUND, "the repository has no %s%ssnapshot",
+                                  kind ? kind : "", kind ? " " : "");
+        }
+        if (n == 0 || n > KB_ID_HEX_LEN)
+                return kb_err_set(err, KB_ENOTFOUND, "no snapshot with id '%s'", ref);
+        for (i = 0; i < l->count; i++) {
+                if (strncmp(l->items[i].id, ref, n) != 0)
+                        continue;
+                if (kind && strcmp(l->items[i].snap->kind, kind) != 0)
+                        continue;
+                if (found >= 0)
+                        return kb_err_set(err, KB_EAMBIG,
+                                          "snapshot id prefix '%s' is ambiguous: give more digits",
+                                          ref);
+                found = (int)i;
+        }
+        if (found < 0)
+                return kb_err_set(err, KB_ENOTFOUND, "no %s%ssnapshot with id '%s'",
+                                  kind ? kind : "", kind ? " " : "", ref);
+        return found;
+}
+
+int kb_repo_tree_save(struct kb_repo *r, const Kbackup__Tree *tree, uint8_t id[KB_ID_LEN],
+                      struct kb_save_result *res, struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        int rc;
+
+        rc = kb_buf_reserve(&plain, kbackup__tree__get_packed_size(tree));
+        if (rc < 0)
+                return kb_err_set(err, rc, "out of memory encoding a directory");
+        plain.len = kbackup__tree__pack(tree, plain.data);
+        kb_repo_blob_id(r, plain.data, plain.len, id);
+        rc = kb_repo_blob_save(r, KB_BLOB_TREE, id, plain.data, plain.len, res, err);
+        kb_buf_free(&plain);
+        return rc;
+}
+
+int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__Tree **out,
+                      struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        int rc;
+
+        rc = kb_repo_blob_load(r, id, &plain, err);
+        if (rc < 0)
+                return rc;
+        *out = kbackup__tree__unpack(NULL, plain.len, plain.data);
+        kb_buf_free(&plain);
+        if (!*out)
+                return kb_err_set(err, KB_ECORRUPT, "a directory record does not parse");
+        return 0;
+}

@@ -1,0 +1,74 @@
+/* volume.h - backup and restore of a file tree (a mounted persistent volume) into a repository. */
+#ifndef KB_VOLUME_H
+#define KB_VOLUME_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "repo.h"
+
+/* Progress, called from the producer thread at most a few times per second and once at the end. */
+struct kb_progress {
+        uint64_t files_done;
+        uint64_t bytes_done;
+        uint64_t files_total; /* 0 when unknown */
+        uint64_t bytes_total; /* 0 when unknown */
+        const char *current;  /* path being processed, may be NULL */
+};
+typedef void (*kb_progress_cb)(const struct kb_progress *p, void *arg);
+
+/* Non-fatal problems (a file vanished, a socket skipped, a damaged chunk): one call each. */
+typedef void (*kb_warn_cb)(const char *msg, void *arg);
+
+struct kb_volume_backup_opts {
+        const char *name;             /* NAMESPACE/PVC or NULL */
+        const char *const *tags;      /* "KEY=VALUE" strings */
+        size_t ntags;
+        unsigned threads;             /* 0 = all cores */
+        kb_progress_cb progress;
+        kb_warn_cb warn;
+        void *cb_arg;
+};
+
+struct kb_volume_backup_result {
+        char snapshot_id[KB_ID_HEX_LEN + 1];
+        uint64_t files, dirs, bytes_read, bytes_new, bytes_stored, errors;
+        double duration_sec;
+};
+
+/* Back up the tree at `path`. Returns 0, or KB_EPARTIAL when the snapshot was recorded but some
+ * items could not be read (each reported through warn), or another negative code when no snapshot
+ * was recorded. */
+int kb_volume_backup(struct kb_repo *repo, const char *path,
+                     const struct kb_volume_backup_opts *opts,
+                     struct kb_volume_backup_result *res, struct kb_err *err);
+
+struct kb_volume_restore_opts {
+        const char *include;   /* restore only this path (relative to the backup root), or NULL */
+        int restore_owner;     /* chown to the recorded uid/gid (default when running as root) */
+        unsigned threads;
+        kb_progress_cb progress;
+        kb_warn_cb warn;
+        void *cb_arg;
+};
+
+struct kb_volume_restore_result {
+        uint64_t files, dirs, bytes, errors;
+        double duration_sec;
+};
+
+/* Restore a volume snapshot's tree under `target` (created if missing). Damaged chunks are
+ * reported through warn with the file they belong to and the restore goes on; the call then
+ * returns KB_EPARTIAL. */
+int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const char *target,
+                      const struct kb_volume_restore_opts *opts,
+                      struct kb_volume_restore_result *res, struct kb_err *err);
+
+/* Walk the stored tree depth-first in name order, below `path` (relative to the root; NULL or ""
+ * for all), calling cb with each entry's path relative to the root and its node. A non-zero return
+ * from cb stops the walk and is returned. */
+typedef int (*kb_volume_walk_cb)(const char *path, const Kbackup__Node *node, void *arg);
+int kb_volume_walk(struct kb_repo *repo, const Kbackup__Snapshot *snap, const char *path,
+                   kb_volume_walk_cb cb, void *arg, struct kb_err *err);
+
+#endif

@@ -1,0 +1,183 @@
+# lib.sh - shared helpers for the integration tests (sourced, never run).
+#
+# Every test script does:
+#   set -euo pipefail
+#   source "$(dirname "$0")/lib.sh"
+#   ...
+#   pass
+#
+# Environment (set by ctest, with fallbacks for running a script by hand):
+#   KBACKUP        the binary under test (fallback: $KB_SOURCE_DIR/build/kbackup)
+#   KB_SOURCE_DIR  the source tree (fallback: two levels above this file)
+#   KB_TEST_TMPDIR where temp dirs go (fallback: $TMPDIR or /tmp); it must support xattrs and
+#                  holes for the round-trip tests to mean anything.
+#
+# Provides: kb_tmpdir, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
+# treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg.
+
+KB_TEST_NAME=$(basename "$0" .sh)
+KB_SOURCE_DIR=${KB_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+KBACKUP=${KBACKUP:-$KB_SOURCE_DIR/build/kbackup}
+KB_TOOLS=$KB_SOURCE_DIR/tests/tools
+
+if [[ ! -x $KBACKUP ]]; then
+        echo "FAIL $KB_TEST_NAME: kbackup binary not found at $KBACKUP (set KBACKUP)" >&2
+        exit 1
+fi
+
+# One base directory per test run; every kb_tmpdir lives inside it, so cleanup works even for
+# directories created in a command substitution (a subshell cannot register anything).
+KB_TMP=$(mktemp -d "${KB_TEST_TMPDIR:-${TMPDIR:-/tmp}}/kbtest-$KB_TEST_NAME.XXXXXX")
+KB_BG_PIDS=()
+
+kb_cleanup() {
+        local rc=$?
+        local pid
+        for pid in "${KB_BG_PIDS[@]}"; do
+                kill -9 "$pid" 2>/dev/null || true
+                wait "$pid" 2>/dev/null || true
+        done
+        if [[ -n ${KB_KEEP_TMP:-} ]]; then
+                echo "kept temp files in $KB_TMP" >&2
+        else
+                # Trees contain read-only directories; as non-root they must be opened up first.
+                if ((EUID != 0)); then
+                        chmod -R u+rwX "$KB_TMP" 2>/dev/null || true
+                fi
+                rm -rf "$KB_TMP"
+        fi
+        return $rc
+}
+trap kb_cleanup EXIT
+trap 'exit 130' INT TERM
+
+KB_OUT=$KB_TMP/last.out
+KB_ERR=$KB_TMP/last.err
+
+# A fresh password file; the password is never put on a command line.
+export KBACKUP_PASSWORD_FILE=$KB_TMP/password
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KBACKUP_PASSWORD_FILE"
+unset KBACKUP_PASSWORD KBACKUP_REPOSITORY
+# Test-only cheap Argon2id parameters, honoured by the engine (see engine/repo.h).
+export KBACKUP_TEST_KDF=fast
+
+kb_tmpdir() {
+        mktemp -d "$KB_TMP/d.XXXXXX"
+}
+
+fail() {
+        echo "FAIL $KB_TEST_NAME: $*" >&2
+        exit 1
+}
+
+note() {
+        echo "# $*" >&2
+}
+
+pass() {
+        echo "PASS $KB_TEST_NAME"
+}
+
+# Sanitizer reports and crashes are never acceptable, whatever the exit code.
+assert_no_sanitizer() {
+        local f=$1
+        if grep -qE 'Sanitizer|runtime error:|Segmentation fault|core dumped' "$f"; then
+                echo "---- $f" >&2
+                head -c 6000 "$f" >&2
+                fail "sanitizer report or crash in output"
+        fi
+}
+
+kb() {
+        "$KBACKUP" "$@"
+}
+
+# kb_run ARGS...: run kbackup without stopping the test; stdout in $KB_OUT, stderr in $KB_ERR,
+# exit code in KB_RC.
+kb_run() {
+        KB_RC=0
+        "$KBACKUP" "$@" </dev/null >"$KB_OUT" 2>"$KB_ERR" || KB_RC=$?
+        assert_no_sanitizer "$KB_ERR"
+}
+
+# expect_exit CODE CMD...: run CMD (stdout/stderr kept in $KB_OUT/$KB_ERR) and fail the test
+# unless it exits with CODE. CODE "nonzero" accepts any failure that is not a crash (1..127).
+expect_exit() {
+        local want=$1
+        shift
+        local rc=0
+        "$@" </dev/null >"$KB_OUT" 2>"$KB_ERR" || rc=$?
+        assert_no_sanitizer "$KB_ERR"
+        local ok=0
+        if [[ $want == nonzero ]]; then
+                ((rc > 0 && rc < 128)) && ok=1
+        else
+                ((rc == want)) && ok=1
+        fi
+        if ((!ok)); then
+                echo "---- stdout of: $*" >&2
+                head -c 3000 "$KB_OUT" >&2
+                echo "---- stderr" >&2
+                head -c 3000 "$KB_ERR" >&2
+                fail "expected exit $want, got $rc: $*"
+        fi
+        KB_RC=$rc
+}
+
+# kb_init REPO: create a repository, failing the test if that does not work.
+kb_init() {
+        expect_exit 0 kb --repo "$1" init
+}
+
+# kb_backup REPO DIR [ARGS...]: back up DIR and print the new snapshot id (the last line of
+# stdout). Fails the test unless the backup exits 0 and prints a hex id.
+kb_backup() {
+        local repo=$1 dir=$2
+        shift 2
+        expect_exit 0 kb --repo "$repo" backup volume "$dir" "$@"
+        local id
+        id=$(tail -n 1 "$KB_OUT")
+        [[ $id =~ ^[0-9a-f]{8,64}$ ]] || fail "backup did not print a snapshot id on its last line: '$id'"
+        echo "$id"
+}
+
+mktree() {
+        python3 "$KB_TOOLS/mktree.py" "$@"
+}
+
+# treecmp A B [OPTIONS]: fail the test with the differences when the trees differ.
+treecmp() {
+        local out rc=0
+        out=$(python3 "$KB_TOOLS/treecmp.py" "$@" 2>&1) || rc=$?
+        if ((rc != 0)); then
+                printf '%s\n' "$out" | head -n 60 >&2
+                fail "trees differ: $*"
+        fi
+}
+
+# repo_state REPO: every file of the repository with size, mtime and a content hash, to prove
+# that a failed command wrote nothing (also catches a rewrite that keeps the size).
+repo_state() {
+        (cd "$1" && find . -printf '%y %s %T@ %p\n' | LC_ALL=C sort &&
+                find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
+}
+
+# kb_bg ARGS...: start kbackup in the background (killed at exit if still running); sets KB_BG_PID.
+kb_bg() {
+        "$KBACKUP" "$@" </dev/null >"$KB_TMP/bg.out" 2>"$KB_TMP/bg.err" &
+        KB_BG_PID=$!
+        KB_BG_PIDS+=("$KB_BG_PID")
+}
+
+# kb_stop_bg PID: kill -9 and reap; prints the exit status.
+kb_stop_bg() {
+        local rc=0
+        kill -9 "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || rc=$?
+        echo "$rc"
+}
+
+# A pack file (data/xx/<id>) of the repository, the largest one (the most file data).
+largest_pack() {
+        find "$1/data" -type f -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-
+}

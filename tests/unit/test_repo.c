@@ -1,0 +1,197 @@
+/* test_repo.c - repository init/open, blob storage through packs and the index, snapshots. */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "repo.h"
+#include "saver.h"
+
+static char dir[64];
+static const struct kb_kdf_params fast = {1, 8192};
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+        (void)st, (void)flag, (void)f;
+        return remove(p);
+}
+
+static void setup(void)
+{
+        strcpy(dir, "/tmp/kbtest-repo-XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+        strcat(dir, "/r");
+}
+
+static void teardown(void)
+{
+        dir[strlen(dir) - 2] = '\0';
+        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(repo, .init = setup, .fini = teardown);
+
+static struct kb_repo *open_ok(void)
+{
+        struct kb_repo *r = NULL;
+        struct kb_err e = {0};
+
+        cr_assert_eq(kb_repo_open(dir, "pw", 2, 0, &r, &e), 0, "%s", e.msg);
+        return r;
+}
+
+Test(repo, init_then_wrong_password)
+{
+        struct kb_repo *r = NULL;
+        struct kb_err e = {0};
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), -EEXIST);
+        cr_assert_eq(kb_repo_open(dir, "nope", 4, 0, &r, &e), KB_EAUTH);
+        cr_assert_str_eq(e.msg, "wrong password");
+        r = open_ok();
+        kb_repo_close(r);
+}
+
+Test(repo, open_missing_is_clear)
+{
+        struct kb_repo *r = NULL;
+        struct kb_err e = {0};
+
+        cr_assert_lt(kb_repo_open(dir, "pw", 2, 0, &r, &e), 0);
+        cr_assert_neq(e.msg[0], '\0');
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+        randombytes_buf_deterministic(p, n, (const uint8_t[32]){(uint8_t)seed, 1, 2, 3});
+}
+
+/* Save many blobs through the saver, reopen, and read each back. */
+Test(repo, blobs_round_trip_and_dedup)
+{
+        enum { N = 300, SZ = 100000 };
+        static uint8_t ids[N][KB_ID_LEN];
+        struct kb_saver_stats st;
+        struct kb_saver *s;
+        struct kb_saver_group *g;
+        struct kb_repo *r;
+        struct kb_err e = {0};
+        int i;
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        r = open_ok();
+        cr_assert_eq(kb_saver_new(r, 2, 1 << 20, &s, &e), 0);
+        g = kb_saver_group_new(s);
+        for (i = 0; i < N; i++) {
+                uint8_t *p = malloc(SZ);
+
+                fill(p, SZ, (unsigned)(i % 200)); /* 100 duplicates */
+                if (i % 3 == 0)
+                        memset(p, 'a', SZ / 2); /* compressible */
+                cr_assert_eq(kb_saver_submit(s, g, KB_BLOB_DATA, p, SZ, ids[i], &e), 0);
+        }
+        cr_assert_eq(kb_saver_group_wait(g, &e), 0, "%s", e.msg);
+        kb_saver_group_free(g);
+        kb_saver_get_stats(s, &st);
+        cr_assert_eq(kb_saver_free(s, &e), 0);
+        cr_assert_eq(st.blobs, N);
+        cr_assert_lt(st.blobs_new, N); /* duplicates were found */
+        cr_assert_eq(kb_repo_flush(r, &e), 0, "%s", e.msg);
+        kb_repo_close(r);
+
+        r = open_ok();
+        for (i = 0; i < N; i++) {
+                struct kb_buf b = KB_BUF_INIT;
+                uint8_t *want = malloc(SZ);
+
+                fill(want, SZ, (unsigned)(i % 200));
+                if (i % 3 == 0)
+                        memset(want, 'a', SZ / 2);
+                cr_assert_eq(kb_repo_blob_load(r, ids[i], &b, &e), 0, "%d: %s", i, e.msg);
+                cr_assert_eq(b.len, SZ);
+                cr_assert(memcmp(b.data, want, SZ) == 0);
+                kb_buf_free(&b);
+                free(want);
+        }
+        kb_repo_close(r);
+}
+
+static int first_pack(const char *name, uint64_t size, void *arg)
+{
+        (void)size;
+        strcpy(arg, name);
+        return 1;
+}
+
+Test(repo, corrupted_byte_is_detected)
+{
+        uint8_t id[KB_ID_LEN], data[4096];
+        char pack[KB_ID_HEX_LEN + 1], path[512];
+        struct kb_buf b = KB_BUF_INIT;
+        struct kb_repo *r;
+        struct kb_err e = {0};
+        int fd;
+        uint8_t c;
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        r = open_ok();
+        fill(data, sizeof(data), 7);
+        kb_repo_blob_id(r, data, sizeof(data), id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, data, sizeof(data), NULL, &e), 0);
+        cr_assert_eq(kb_repo_flush(r, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_backend_list(kb_repo_backend(r), KB_OBJ_PACK, first_pack, pack, &e), 1);
+        kb_repo_close(r);
+
+        snprintf(path, sizeof(path), "%s/data/%.2s/%s", dir, pack, pack);
+        fd = open(path, O_RDWR);
+        cr_assert_geq(fd, 0, "%s", path);
+        cr_assert_eq(pread(fd, &c, 1, 100), 1);
+        c ^= 0x10;
+        cr_assert_eq(pwrite(fd, &c, 1, 100), 1);
+        close(fd);
+
+        r = open_ok();
+        cr_assert_eq(kb_repo_blob_load(r, id, &b, &e), KB_ECORRUPT);
+        cr_assert(strstr(e.msg, "authentication failed") != NULL, "%s", e.msg);
+        kb_buf_free(&b);
+        kb_repo_close(r);
+}
+
+Test(repo, snapshots_save_list_find)
+{
+        Kbackup__Snapshot s = KBACKUP__SNAPSHOT__INIT;
+        struct kb_snapshot_list l;
+        char id1[KB_ID_HEX_LEN + 1], id2[KB_ID_HEX_LEN + 1], pre[9];
+        struct kb_repo *r;
+        struct kb_err e = {0};
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        r = open_ok();
+        s.kind = "volume";
+        s.name = "ns/a";
+        s.time_unix_nsec = 2000;
+        cr_assert_eq(kb_repo_snapshot_save(r, &s, id1, &e), 0, "%s", e.msg);
+        s.kind = "etcd";
+        s.time_unix_nsec = 1000;
+        cr_assert_eq(kb_repo_snapshot_save(r, &s, id2, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_snapshot_list(r, &l, &e), 0, "%s", e.msg);
+        cr_assert_eq(l.count, 2);
+        cr_assert_str_eq(l.items[0].id, id2); /* oldest first */
+        cr_assert_eq(kb_snapshot_list_find(&l, "latest", NULL, &e), 1);
+        cr_assert_eq(kb_snapshot_list_find(&l, "latest", "etcd", &e), 0);
+        memcpy(pre, id1, 8);
+        pre[8] = 0;
+        cr_assert_eq(kb_snapshot_list_find(&l, pre, NULL, &e), 1);
+        cr_assert_eq(kb_snapshot_list_find(&l, "", NULL, &e), KB_ENOTFOUND);
+        cr_assert_eq(kb_snapshot_list_find(&l, "zzzz", NULL, &e), KB_ENOTFOUND);
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
+}
