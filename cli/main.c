@@ -1,5 +1,88 @@
-/* main.c - placeholder while the CLI is written. */
-int main(void)
+/* main.c - kbackup's entry point: global help and dispatch to the command files. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "Usage: kbackup [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "Backup and disaster recovery for Kubernetes: etcd snapshots and persistent volumes in one\n"
+    "deduplicated, compressed, encrypted repository.\n"
+    "\n"
+    "Commands:\n"
+    "  init                          create a repository\n"
+    "  backup volume PATH            back up a directory tree (a mounted volume)\n"
+    "  snapshots                     list snapshots\n"
+    "  ls SNAPSHOT [PATH]            list the files stored in a snapshot\n"
+    "  restore volume SNAPSHOT       restore a volume snapshot into --target DIR\n"
+    "\n"
+    "Options for every command:\n"
+    "  --repo LOCATION               repository (default: $KBACKUP_REPOSITORY): a directory\n"
+    "  --password-file FILE          read the password from FILE (default:\n"
+    "                                $KBACKUP_PASSWORD_FILE, else $KBACKUP_PASSWORD)\n"
+    "  --json                        machine-readable output\n"
+    "  -q, --quiet                   no progress or summary\n"
+    "  -h, --help                    help (also after a command: kbackup backup --help)\n"
+    "  --version                     print the version\n"
+    "\n"
+    "SNAPSHOT is a full id, a unique prefix of one, or 'latest'.\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  error: the operation failed (wrong password, missing repository, I/O error, ...)\n"
+    "  2  usage error: bad command line\n"
+    "  3  finished with errors: some files could not be read, or some data was damaged;\n"
+    "     each one was reported on stderr\n";
+
+struct command {
+        const char *name;
+        int (*run)(int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
+    {"ls", cmd_ls},     {"restore", cmd_restore}, {NULL, NULL},
+};
+
+int main(int argc, char **argv)
 {
-        return 0;
+        int i;
+
+        /* Global options before the command: the same ones every command accepts. */
+        for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+                if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+                        fputs(usage, stdout);
+                        return KB_EXIT_OK;
+                } else if (!strcmp(argv[i], "--version")) {
+                        printf("kbackup %s\n", KB_VERSION);
+                        return KB_EXIT_OK;
+                } else if (!strcmp(argv[i], "--json")) {
+                        cli.json = 1;
+                } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
+                        cli.quiet = 1;
+                } else if ((!strcmp(argv[i], "--repo") || !strcmp(argv[i], "--password-file")) &&
+                           i + 1 < argc) {
+                        if (argv[i][2] == 'r')
+                                cli.repo = argv[i + 1];
+                        else
+                                cli.password_file = argv[i + 1];
+                        i++;
+                } else if (!strncmp(argv[i], "--repo=", 7)) {
+                        cli.repo = argv[i] + 7;
+                } else if (!strncmp(argv[i], "--password-file=", 16)) {
+                        cli.password_file = argv[i] + 16;
+                } else {
+                        return cli_usage(NULL, "unknown option '%s'", argv[i]);
+                }
+        }
+        if (i >= argc) {
+                fputs(usage, stderr);
+                return KB_EXIT_USAGE;
+        }
+        for (const struct command *c = commands; c->name; c++)
+                if (!strcmp(argv[i], c->name))
+                        return c->run(argc - i, argv + i);
+        return cli_usage(NULL, "unknown command '%s'", argv[i]);
 }

@@ -11,7 +11,10 @@ struct kb_buf {
         size_t cap;
 };
 
-#define KB_BUF_INIT {NULL, 0, 0}
+#define KB_BUF_INIT                                                                                \
+        {                                                                                          \
+                NULL, 0, 0                                                                         \
+        }
 
 /* Make room for at least `extra` more bytes; returns 0 or -ENOMEM. */
 int kb_buf_reserve(struct kb_buf *b, size_t extra);

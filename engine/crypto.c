@@ -29,7 +29,8 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
         return 0;
 }
 
-int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len, struct kb_buf *out)
+int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
+                   struct kb_buf *out)
 {
         const uint8_t *s = sealed;
         unsigned long long plen;

@@ -1,9 +1,9 @@
 /* crypto.h - the only module that touches key material.
  *
- * Sealed format (every encrypted object and blob): nonce (24 bytes) || ciphertext || tag (16 bytes),
- * XChaCha20-Poly1305-IETF. Random 192-bit nonces make accidental reuse negligible even across
- * concurrent writers that share the master key. Chunk ids are a keyed BLAKE2b-256 of the plaintext,
- * so equal content dedups while ids reveal nothing to someone without the key. */
+ * Sealed format (every encrypted object and blob): nonce (24 bytes) || ciphertext || tag (16
+ * bytes), XChaCha20-Poly1305-IETF. Random 192-bit nonces make accidental reuse negligible even
+ * across concurrent writers that share the master key. Chunk ids are a keyed BLAKE2b-256 of the
+ * plaintext, so equal content dedups while ids reveal nothing to someone without the key. */
 #ifndef KB_CRYPTO_H
 #define KB_CRYPTO_H
 
@@ -13,20 +13,22 @@
 #include "buf.h"
 #include "err.h"
 
-#define KB_KEY_LEN      32
-#define KB_ID_LEN       32
-#define KB_ID_HEX_LEN   (2 * KB_ID_LEN)
-#define KB_SEAL_NONCE   24
-#define KB_SEAL_TAG     16
+#define KB_KEY_LEN       32
+#define KB_ID_LEN        32
+#define KB_ID_HEX_LEN    (2 * KB_ID_LEN)
+#define KB_SEAL_NONCE    24
+#define KB_SEAL_TAG      16
 #define KB_SEAL_OVERHEAD (KB_SEAL_NONCE + KB_SEAL_TAG)
 
 /* libsodium init; safe to call many times and from many threads after the first. */
 int kb_crypto_init(struct kb_err *err);
 
 /* Encrypt `len` bytes, appending nonce || ciphertext || tag to out. */
-int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len, struct kb_buf *out);
+int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
+                   struct kb_buf *out);
 /* Verify and decrypt, appending the plaintext to out; KB_ECORRUPT when it fails to authenticate. */
-int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len, struct kb_buf *out);
+int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
+                   struct kb_buf *out);
 
 /* Keyed chunk id. */
 void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,

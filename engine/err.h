@@ -1,8 +1,8 @@
 /* err.h - error reporting shared by every layer.
  *
  * Functions return 0 on success or a negative code: -errno for system errors, or one of the KB_E*
- * codes below. The human sentence travels in a struct kb_err owned by the caller, so the CLI decides
- * how to print it and the engine never prints on its own. */
+ * codes below. The human sentence travels in a struct kb_err owned by the caller, so the CLI
+ * decides how to print it and the engine never prints on its own. */
 #ifndef KB_ERR_H
 #define KB_ERR_H
 
@@ -29,11 +29,11 @@ struct kb_err {
 /* Record code and message in err (may be NULL) and return code, so callers can write
  * `return kb_err_set(err, -EIO, "...")`. */
 int kb_err_set(struct kb_err *err, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Like kb_err_set, appending ": strerror(-code)" for errno codes. */
 int kb_err_sys(struct kb_err *err, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Prefix an existing message with context ("reading pack 1a2b: " + old message). */
 int kb_err_prefix(struct kb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -41,7 +41,8 @@ size_t kb_index_pack_count(const struct kb_index *ix);
 
 /* Insert; an id already present is left as it was (returns 0, *inserted = 0). */
 int kb_index_insert(struct kb_index *ix, const struct kb_index_entry *e, int *inserted);
-const struct kb_index_entry *kb_index_lookup(const struct kb_index *ix, const uint8_t id[KB_ID_LEN]);
+const struct kb_index_entry *kb_index_lookup(const struct kb_index *ix,
+                                             const uint8_t id[KB_ID_LEN]);
 /* Update a pending entry once its pack is written. */
 struct kb_index_entry *kb_index_lookup_mut(struct kb_index *ix, const uint8_t id[KB_ID_LEN]);
 void kb_index_remove(struct kb_index *ix, const uint8_t id[KB_ID_LEN]);

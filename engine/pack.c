@@ -333,8 +333,7 @@ static int index_and_free(struct kb_repo *r, struct pack_builder *list, struct k
 }
 
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
-                      const void *data, size_t len, struct kb_save_result *res,
-                      struct kb_err *err)
+                      const void *data, size_t len, struct kb_save_result *res, struct kb_err *err)
 {
         struct kb_buf sealed = KB_BUF_INIT;
         struct pack_builder *full = NULL, *toindex = NULL;
@@ -472,8 +471,8 @@ int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_
         rc = kb_crypto_open(r->master.enc_key, sealed.data, sealed.len, &plain);
         if (rc < 0 || plain.len < 1) {
                 rc = kb_err_set(err, KB_ECORRUPT,
-                                "chunk %s in pack %.16s: authentication failed (damaged data)",
-                                bid, pid);
+                                "chunk %s in pack %.16s: authentication failed (damaged data)", bid,
+                                pid);
                 goto out;
         }
         rc = kb_buf_reserve(out, e.raw_length);
@@ -553,8 +552,8 @@ static int load_one_index(const char *name, uint64_t size, void *arg)
                         struct kb_index_entry e = {0};
 
                         if (b->id.len != KB_ID_LEN) {
-                                rc = kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid",
-                                                name);
+                                rc =
+                                    kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid", name);
                                 break;
                         }
                         memcpy(e.id, b->id.data, KB_ID_LEN);

@@ -67,8 +67,7 @@ struct kb_save_result {
  * caller so workers can hash in parallel). Compresses with zstd when that shrinks it, seals it and
  * appends it to the current pack; full packs are written to the backend. Thread-safe. */
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
-                      const void *data, size_t len, struct kb_save_result *res,
-                      struct kb_err *err);
+                      const void *data, size_t len, struct kb_save_result *res, struct kb_err *err);
 
 /* Read, verify (AEAD and id) and decompress a blob, appending its plaintext to out. */
 int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,

@@ -21,10 +21,10 @@ typedef void (*kb_progress_cb)(const struct kb_progress *p, void *arg);
 typedef void (*kb_warn_cb)(const char *msg, void *arg);
 
 struct kb_volume_backup_opts {
-        const char *name;             /* NAMESPACE/PVC or NULL */
-        const char *const *tags;      /* "KEY=VALUE" strings */
+        const char *name;        /* NAMESPACE/PVC or NULL */
+        const char *const *tags; /* "KEY=VALUE" strings */
         size_t ntags;
-        unsigned threads;             /* 0 = all cores */
+        unsigned threads; /* 0 = all cores */
         kb_progress_cb progress;
         kb_warn_cb warn;
         void *cb_arg;
@@ -40,12 +40,12 @@ struct kb_volume_backup_result {
  * items could not be read (each reported through warn), or another negative code when no snapshot
  * was recorded. */
 int kb_volume_backup(struct kb_repo *repo, const char *path,
-                     const struct kb_volume_backup_opts *opts,
-                     struct kb_volume_backup_result *res, struct kb_err *err);
+                     const struct kb_volume_backup_opts *opts, struct kb_volume_backup_result *res,
+                     struct kb_err *err);
 
 struct kb_volume_restore_opts {
-        const char *include;   /* restore only this path (relative to the backup root), or NULL */
-        int restore_owner;     /* chown to the recorded uid/gid (default when running as root) */
+        const char *include; /* restore only this path (relative to the backup root), or NULL */
+        int restore_owner;   /* chown to the recorded uid/gid (default when running as root) */
         unsigned threads;
         kb_progress_cb progress;
         kb_warn_cb warn;

@@ -32,17 +32,17 @@ struct kb_backend;
 struct kb_backend_ops {
         /* Create object `name` with exactly these bytes, atomically and durably. An object that
          * already exists is left untouched and -EEXIST returned. */
-        int (*put)(struct kb_backend *be, enum kb_obj_type type, const char *name,
-                   const void *data, size_t len, struct kb_err *err);
+        int (*put)(struct kb_backend *be, enum kb_obj_type type, const char *name, const void *data,
+                   size_t len, struct kb_err *err);
         /* Read `len` bytes at `off` into out (appended); len == 0 reads to the end. A short
          * object gives -EIO (truncated), a missing one KB_ENOTFOUND. */
         int (*get)(struct kb_backend *be, enum kb_obj_type type, const char *name, uint64_t off,
                    size_t len, struct kb_buf *out, struct kb_err *err);
         /* Size of an object; KB_ENOTFOUND when it does not exist. */
-        int (*stat)(struct kb_backend *be, enum kb_obj_type type, const char *name,
-                    uint64_t *size, struct kb_err *err);
-        int (*list)(struct kb_backend *be, enum kb_obj_type type, kb_backend_list_cb cb,
-                    void *arg, struct kb_err *err);
+        int (*stat)(struct kb_backend *be, enum kb_obj_type type, const char *name, uint64_t *size,
+                    struct kb_err *err);
+        int (*list)(struct kb_backend *be, enum kb_obj_type type, kb_backend_list_cb cb, void *arg,
+                    struct kb_err *err);
         /* Remove an object; removing a missing object is not an error. */
         int (*remove)(struct kb_backend *be, enum kb_obj_type type, const char *name,
                       struct kb_err *err);

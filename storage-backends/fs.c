@@ -155,16 +155,16 @@ static int fsync_dir_at(int rootfd, const char *rel)
         return r;
 }
 
-/* mkdir one level; when we made it, fsync its parent so the new entry survives a crash. */
+/* mkdir one level and fsync its parent so the new entry survives a crash. The parent is synced
+ * even when another thread won the mkdir: that thread may still be syncing, and our object must
+ * not become durable before its directory does. Only the rare first put into a directory gets
+ * here. */
 static int mkdir_durable(int rootfd, const char *rel, const char *parent, struct kb_err *err)
 {
         int r;
 
-        if (mkdirat(rootfd, rel, FS_DIR_MODE) < 0) {
-                if (errno == EEXIST)
-                        return 0;
+        if (mkdirat(rootfd, rel, FS_DIR_MODE) < 0 && errno != EEXIST)
                 return kb_err_sys(err, -errno, "cannot create directory %s", rel);
-        }
         r = fsync_dir_at(rootfd, parent);
         if (r < 0)
                 return kb_err_sys(err, r, "cannot sync directory %s", parent);
@@ -587,8 +587,9 @@ static int create_root(const char *path, struct kb_err *err)
                 return kb_err_sys(err, -ENOMEM, "cannot create repository %s", path);
         parent = dirname(copy);
         fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fsync_dirfd(fd) < 0)
-                r = kb_err_sys(err, -errno, "cannot sync directory %s", parent);
+        r = fd < 0 ? -errno : fsync_dirfd(fd);
+        if (r < 0)
+                kb_err_sys(err, r, "cannot sync directory %s", parent);
         if (fd >= 0)
                 close(fd);
         free(copy);

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # KB_RC, KB_BG_RC etc. are set for the sourcing test
 # lib.sh - shared helpers for the integration tests (sourced, never run).
 #
 # Every test script does:
@@ -12,7 +13,7 @@
 #   KB_TEST_TMPDIR where temp dirs go (fallback: $TMPDIR or /tmp); it must support xattrs and
 #                  holes for the round-trip tests to mean anything.
 #
-# Provides: kb_tmpdir, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
+# Provides: kb_tmpdir, kb_rmtree, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
 # treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg.
 
 KB_TEST_NAME=$(basename "$0" .sh)
@@ -20,7 +21,10 @@ KB_SOURCE_DIR=${KB_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pw
 KBACKUP=${KBACKUP:-$KB_SOURCE_DIR/build/kbackup}
 KB_TOOLS=$KB_SOURCE_DIR/tests/tools
 
-if [[ ! -x $KBACKUP ]]; then
+shopt -s inherit_errexit
+
+# Tests of the test tools themselves set KB_NEEDS_BINARY=0 before sourcing.
+if [[ ${KB_NEEDS_BINARY:-1} != 0 && ! -x $KBACKUP ]]; then
         echo "FAIL $KB_TEST_NAME: kbackup binary not found at $KBACKUP (set KBACKUP)" >&2
         exit 1
 fi
@@ -29,6 +33,14 @@ fi
 # directories created in a command substitution (a subshell cannot register anything).
 KB_TMP=$(mktemp -d "${KB_TEST_TMPDIR:-${TMPDIR:-/tmp}}/kbtest-$KB_TEST_NAME.XXXXXX")
 KB_BG_PIDS=()
+
+# kb_rmtree DIR: remove a generated tree (as non-root, its read-only directories need opening first).
+kb_rmtree() {
+        if ((EUID != 0)) && [[ -e $1 ]]; then
+                chmod -R u+rwX "$1" 2>/dev/null || true
+        fi
+        rm -rf "$1"
+}
 
 kb_cleanup() {
         local rc=$?
@@ -40,11 +52,7 @@ kb_cleanup() {
         if [[ -n ${KB_KEEP_TMP:-} ]]; then
                 echo "kept temp files in $KB_TMP" >&2
         else
-                # Trees contain read-only directories; as non-root they must be opened up first.
-                if ((EUID != 0)); then
-                        chmod -R u+rwX "$KB_TMP" 2>/dev/null || true
-                fi
-                rm -rf "$KB_TMP"
+                kb_rmtree "$KB_TMP"
         fi
         return $rc
 }
@@ -169,12 +177,18 @@ kb_bg() {
         KB_BG_PIDS+=("$KB_BG_PID")
 }
 
-# kb_stop_bg PID: kill -9 and reap; prints the exit status.
+# kb_stop_bg PID: kill -9 (if still running) and reap; the exit status goes to KB_BG_RC. Call it
+# from the main shell, not in $(...): only the parent can reap.
 kb_stop_bg() {
-        local rc=0
-        kill -9 "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || rc=$?
-        echo "$rc"
+        local pid=$1 p rest=()
+        KB_BG_RC=0
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || KB_BG_RC=$?
+        # Forget it, so cleanup never signals a recycled pid.
+        for p in "${KB_BG_PIDS[@]}"; do
+                [[ $p == "$pid" ]] || rest+=("$p")
+        done
+        KB_BG_PIDS=("${rest[@]}")
 }
 
 # A pack file (data/xx/<id>) of the repository, the largest one (the most file data).

@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """treecmp.py - compare two directory trees in bytes and metadata; the judge of every round-trip test.
 
-Usage: treecmp.py A B [--ignore-atime-dirs] [--no-root-meta] [--max-report N]
+Usage: treecmp.py A B [--ignore-atime-dirs | --ignore-atime] [--no-root-meta] [--exclude REL]...
+                      [--max-report N]
 
 Exit 0 when equal, 1 with one line per difference on stdout when not, 2 on a usage or I/O error.
 
 Compared for every entry (lstat, never following symlinks): the set of names, type, mode (incl.
-setuid/setgid/sticky), uid/gid, size (files, symlinks), content hash (files), mtime_ns (everything
-but the root with --no-root-meta), atime_ns (files always, directories unless --ignore-atime-dirs),
-symlink targets, rdev (devices), every xattr including system.posix_acl_*, which paths share an inode
-(hardlink groups, within each tree), and sparseness: a file sparse in A (st_blocks*512 < size) must
-not take more than A's allocation + 64 KiB in B. Sockets are skipped on both sides (backups skip
-them). Names are handled as bytes, and the walk uses directory descriptors so paths longer than
-PATH_MAX work. Files and directories are opened with O_NOATIME where allowed so comparing does not
-change the atimes it compares.
+setuid/setgid/sticky), uid/gid, size (files, symlinks), content hash (files), mtime_ns (everything;
+the roots' own metadata is skipped with --no-root-meta), atime_ns (files and directories;
+--ignore-atime-dirs leaves out directories, --ignore-atime all), symlink targets, rdev (devices),
+every xattr including system.posix_acl_*, which paths share an inode (hardlink groups, within each
+tree), and sparseness: a file sparse in A (st_blocks*512 < size) must not take more than A's
+allocation + 64 KiB in B. Sockets are skipped on both sides (backups skip them). --exclude REL
+(relative to the roots, repeatable) leaves an entry and everything below it out on both sides.
+
+Names are handled as bytes, and the walk uses directory descriptors, so odd names and paths longer
+than PATH_MAX work. Files and directories are opened with O_NOATIME where allowed, so comparing
+does not change the atimes it compares.
 """
 
 import argparse
@@ -51,7 +55,19 @@ def open_noatime(name, flags, dir_fd):
 
 
 def file_hash(name, dir_fd):
-    fd = open_noatime(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd)
+    try:
+        fd = open_noatime(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd)
+    except PermissionError:
+        # Not root and the file is mode 0000 or similar: if it is ours, lend ourselves read
+        # permission for the moment of reading (this only changes its ctime).
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if st.st_uid != os.geteuid():
+            raise
+        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o400, dir_fd=dir_fd)
+        try:
+            fd = open_noatime(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd)
+        finally:
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
     h = hashlib.sha256()
     try:
         while True:
@@ -81,8 +97,9 @@ def xattrs(where):
 
 
 class Tree:
-    def __init__(self, root):
+    def __init__(self, root, exclude=()):
         self.root = os.fsencode(root)
+        self.exclude = set(exclude)
         self.entries = {}  # rel path (bytes) -> dict
         self.inodes = {}  # (dev, ino) -> [rel paths], non-directories only
 
@@ -90,7 +107,7 @@ class Tree:
         st = os.lstat(self.root)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(self.root)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        fd = open_noatime(self.root, os.O_RDONLY | os.O_DIRECTORY, None)
         try:
             self.entries[b""] = self.record(b"", st, None, None, fd)
             self.walk(fd, b"")
@@ -123,6 +140,8 @@ class Tree:
         names = sorted(os.fsencode(n) for n in os.listdir(dir_fd))
         for name in names:
             crel = rel + b"/" + name if rel else name
+            if crel in self.exclude:
+                continue
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISSOCK(st.st_mode):
                 continue
@@ -171,7 +190,8 @@ def compare(a, b, args):
             d(rel, "owner %d:%d != %d:%d" % (ea["uid"], ea["gid"], eb["uid"], eb["gid"]))
         if ea["mtime"] != eb["mtime"]:
             d(rel, "mtime_ns %d != %d" % (ea["mtime"], eb["mtime"]))
-        if t == stat.S_IFREG or (t == stat.S_IFDIR and not args.ignore_atime_dirs):
+        if not args.ignore_atime and (t == stat.S_IFREG or
+                                      (t == stat.S_IFDIR and not args.ignore_atime_dirs)):
             if ea["atime"] != eb["atime"]:
                 d(rel, "atime_ns %d != %d" % (ea["atime"], eb["atime"]))
         if "size" in ea and ea["size"] != eb["size"]:
@@ -218,13 +238,18 @@ def main():
     ap.add_argument("b")
     ap.add_argument("--ignore-atime-dirs", action="store_true",
                     help="do not compare directory atimes")
+    ap.add_argument("--ignore-atime", action="store_true",
+                    help="do not compare atimes at all (for tests about something else)")
     ap.add_argument("--no-root-meta", action="store_true",
                     help="compare the roots' contents but not the roots' own metadata")
+    ap.add_argument("--exclude", action="append", default=[], type=os.fsencode,
+                    help="leave this relative path (and what is below it) out; repeatable")
     ap.add_argument("--max-report", type=int, default=100)
     args = ap.parse_args()
     try:
-        a = Tree(args.a).load()
-        b = Tree(args.b).load()
+        exclude = [e.strip(b"/") for e in args.exclude]
+        a = Tree(args.a, exclude).load()
+        b = Tree(args.b, exclude).load()
     except OSError as e:
         print("treecmp: %s" % e, file=sys.stderr)
         return 2
