@@ -53,6 +53,9 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 int cli_password(char **pw, size_t *len, struct kb_err *err);
 void cli_password_free(char *pw, size_t len);
 
+/* Read a secret from $NAME_FILE (a file, trailing newline dropped) or $NAME. */
+int cli_secret(const char *env_name, char **secret, size_t *len, struct kb_err *err);
+
 /* Resolve --repo / KBACKUP_REPOSITORY. */
 int cli_repo_location(const char **loc, struct kb_err *err);
 
@@ -77,5 +80,7 @@ int cmd_backup(int argc, char **argv);
 int cmd_snapshots(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cli_etcd_backup(int argc, char **argv);
+int cli_etcd_restore(int argc, char **argv);
 
 #endif

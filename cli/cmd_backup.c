@@ -132,9 +132,15 @@ int cmd_backup(int argc, char **argv)
 {
         if (argc >= 2 && !strcmp(argv[1], "volume"))
                 return backup_volume(argc - 1, argv + 1);
+        if (argc >= 2 && !strcmp(argv[1], "etcd"))
+                return cli_etcd_backup(argc - 1, argv + 1);
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
                 fputs(help, stdout);
+                printf(
+                    "\nor: kbackup backup etcd --endpoints URL ... (kbackup backup etcd --help)\n");
                 return KB_EXIT_OK;
         }
-        return cli_usage("backup", "what to back up? 'kbackup backup volume PATH'");
+        return cli_usage("backup",
+                         "what to back up? 'kbackup backup volume PATH' or 'kbackup backup etcd "
+                         "--endpoints URL'");
 }

@@ -105,10 +105,15 @@ int cmd_restore(int argc, char **argv)
 {
         if (argc >= 2 && !strcmp(argv[1], "volume"))
                 return restore_volume(argc - 1, argv + 1);
+        if (argc >= 2 && !strcmp(argv[1], "etcd"))
+                return cli_etcd_restore(argc - 1, argv + 1);
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
                 fputs(help, stdout);
+                printf("\nor: kbackup restore etcd SNAPSHOT --output FILE (kbackup restore etcd "
+                       "--help)\n");
                 return KB_EXIT_OK;
         }
         return cli_usage("restore",
-                         "what to restore? 'kbackup restore volume SNAPSHOT --target DIR'");
+                         "what to restore? 'kbackup restore volume SNAPSHOT --target DIR' or "
+                         "'kbackup restore etcd SNAPSHOT --output FILE'");
 }

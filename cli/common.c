@@ -95,10 +95,9 @@ static int read_password_file(const char *path, char **pw, size_t *len, struct k
         return 0;
 }
 
-int cli_password(char **pw, size_t *len, struct kb_err *err)
+static int secret_from(const char *file, const char *env, const char *what, char **pw, size_t *len,
+                       struct kb_err *err)
 {
-        const char *file = cli.password_file ? cli.password_file : getenv("KBACKUP_PASSWORD_FILE");
-        const char *env = getenv("KBACKUP_PASSWORD");
         int r;
 
         if (file && *file)
@@ -108,14 +107,31 @@ int cli_password(char **pw, size_t *len, struct kb_err *err)
                 *len = strlen(env);
                 r = *pw ? 0 : kb_err_set(err, -ENOMEM, "out of memory");
         } else
-                return kb_err_set(err, -EINVAL,
-                                  "no password: set KBACKUP_PASSWORD_FILE (or --password-file) or "
-                                  "KBACKUP_PASSWORD");
+                return kb_err_set(err, -EINVAL, "no %s", what);
         if (r == 0 && *len == 0) {
                 cli_password_free(*pw, 1);
-                r = kb_err_set(err, -EINVAL, "the password is empty");
+                r = kb_err_set(err, -EINVAL, "the %s is empty", what);
         }
         return r;
+}
+
+int cli_password(char **pw, size_t *len, struct kb_err *err)
+{
+        const char *file = cli.password_file ? cli.password_file : getenv("KBACKUP_PASSWORD_FILE");
+
+        return secret_from(file, getenv("KBACKUP_PASSWORD"),
+                           "password: set KBACKUP_PASSWORD_FILE (or --password-file) or "
+                           "KBACKUP_PASSWORD",
+                           pw, len, err);
+}
+
+int cli_secret(const char *env_name, char **secret, size_t *len, struct kb_err *err)
+{
+        char file_var[128], what[192];
+
+        snprintf(file_var, sizeof(file_var), "%s_FILE", env_name);
+        snprintf(what, sizeof(what), "password: set %s or %s", file_var, env_name);
+        return secret_from(getenv(file_var), getenv(env_name), what, secret, len, err);
 }
 
 void cli_password_free(char *pw, size_t len)

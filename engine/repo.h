@@ -81,6 +81,20 @@ int kb_repo_flush(struct kb_repo *r, struct kb_err *err);
 int kb_repo_snapshot_save(struct kb_repo *r, const Kbackup__Snapshot *snap,
                           char id_hex[KB_ID_HEX_LEN + 1], struct kb_err *err);
 
+/* What every new snapshot records about its making: time, host, user, program version, kind,
+ * name and tags (parsed from "KEY=VALUE"; KB_EUSAGE for a malformed one). Fills `snap` (which
+ * must be initialised) with pointers into `m`; free with kb_snapshot_meta_free after saving. */
+struct kb_snapshot_meta {
+        char host[256];
+        char user[256];
+        Kbackup__Tag **tags;
+        size_t ntags;
+};
+int kb_snapshot_meta_init(struct kb_snapshot_meta *m, Kbackup__Snapshot *snap, const char *kind,
+                          const char *name, const char *const *tags, size_t ntags,
+                          struct kb_err *err);
+void kb_snapshot_meta_free(struct kb_snapshot_meta *m);
+
 struct kb_snapshot_entry {
         char id[KB_ID_HEX_LEN + 1];
         Kbackup__Snapshot *snap; /* owned by the list */

@@ -2,8 +2,12 @@
 #include "repo.h"
 
 #include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 int kb_repo_snapshot_save(struct kb_repo *r, const Kbackup__Snapshot *snap,
                           char id_hex[KB_ID_HEX_LEN + 1], struct kb_err *err)
@@ -18,6 +22,74 @@ int kb_repo_snapshot_save(struct kb_repo *r, const Kbackup__Snapshot *snap,
         rc = kb_repo_object_put(r, KB_OBJ_SNAPSHOT, plain.data, plain.len, id_hex, err);
         kb_buf_free(&plain);
         return rc;
+}
+
+void kb_snapshot_meta_free(struct kb_snapshot_meta *m)
+{
+        for (size_t i = 0; m->tags && i < m->ntags; i++) {
+                if (m->tags[i]) {
+                        free(m->tags[i]->key);
+                        free(m->tags[i]->value);
+                        free(m->tags[i]);
+                }
+        }
+        free(m->tags);
+        m->tags = NULL;
+        m->ntags = 0;
+}
+
+static int parse_tag(const char *s, Kbackup__Tag **out, struct kb_err *err)
+{
+        const char *eq = s ? strchr(s, '=') : NULL;
+        Kbackup__Tag *t;
+
+        if (!eq || eq == s)
+                return kb_err_set(err, KB_EUSAGE, "tag '%s': expected KEY=VALUE", s ? s : "");
+        t = malloc(sizeof(*t));
+        if (!t)
+                return kb_err_set(err, -ENOMEM, "out of memory");
+        kbackup__tag__init(t);
+        t->key = strndup(s, (size_t)(eq - s));
+        t->value = strdup(eq + 1);
+        *out = t;
+        if (!t->key || !t->value)
+                return kb_err_set(err, -ENOMEM, "out of memory");
+        return 0;
+}
+
+int kb_snapshot_meta_init(struct kb_snapshot_meta *m, Kbackup__Snapshot *snap, const char *kind,
+                          const char *name, const char *const *tags, size_t ntags,
+                          struct kb_err *err)
+{
+        struct passwd *pw = getpwuid(geteuid());
+        struct timespec ts;
+        int rc;
+
+        memset(m, 0, sizeof(*m));
+        m->tags = calloc(ntags ? ntags : 1, sizeof(*m->tags));
+        if (!m->tags)
+                return kb_err_set(err, -ENOMEM, "out of memory");
+        m->ntags = ntags;
+        for (size_t i = 0; i < ntags; i++) {
+                rc = parse_tag(tags[i], &m->tags[i], err);
+                if (rc < 0) {
+                        kb_snapshot_meta_free(m);
+                        return rc;
+                }
+        }
+        gethostname(m->host, sizeof(m->host) - 1);
+        snprintf(m->user, sizeof(m->user), "%s", pw ? pw->pw_name : "");
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snap->version = 1;
+        snap->time_unix_nsec = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        snap->kind = (char *)kind;
+        snap->name = (char *)(name ? name : "");
+        snap->tags = m->tags;
+        snap->n_tags = m->ntags;
+        snap->host = m->host;
+        snap->username = m->user;
+        snap->program_version = (char *)KB_VERSION;
+        return 0;
 }
 
 struct list_ctx {

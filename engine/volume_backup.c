@@ -913,6 +913,9 @@ static int backup_dir(struct bctx *c, Kbackup__Node *self, struct kb_arena *pare
         rc = kb_saver_group_wait(g, c->err);
         if (rc < 0)
                 goto out;
+        c->dirs++;
+        if (!nn)
+                goto out; /* no subtree id: an empty directory (as for mount points) */
         tree.n_nodes = nn;
         tree.nodes = nodes;
         rc = kb_repo_tree_save(c->repo, &tree, id, &res, c->err);
@@ -928,7 +931,6 @@ static int backup_dir(struct bctx *c, Kbackup__Node *self, struct kb_arena *pare
                 goto out;
         }
         self->subtree.len = KB_ID_LEN;
-        c->dirs++;
 out:
         kb_saver_group_free(g); /* before the arena: workers write into its id slots */
         kb_arena_free(&a);

@@ -85,7 +85,7 @@ int kb_voltree_load(struct kb_repo *repo, const ProtobufCBinaryData *id, Kbackup
                     struct kb_err *err);
 void kb_voltree_free(Kbackup__Tree *t);
 
-/* Check that a snapshot is a volume snapshot with a root tree id. */
+/* Check that a snapshot is a volume snapshot whose root tree id is absent (empty) or valid. */
 int kb_volsnap_check(const Kbackup__Snapshot *snap, struct kb_err *err);
 
 /* Monotonic seconds. */

@@ -307,8 +307,9 @@ int kb_volsnap_check(const Kbackup__Snapshot *snap, struct kb_err *err)
                 return kb_err_set(err, KB_EUSAGE, "no snapshot given");
         if (snap->kind && snap->kind[0] && strcmp(snap->kind, "volume") != 0)
                 return kb_err_set(err, KB_EUSAGE, "not a volume snapshot (kind %s)", snap->kind);
-        if (snap->tree.len != KB_ID_LEN)
-                return kb_err_set(err, KB_ECORRUPT, "snapshot has no valid root tree id");
+        /* No tree id at all is an empty volume, like any directory without a subtree. */
+        if (snap->tree.len != KB_ID_LEN && snap->tree.len != 0)
+                return kb_err_set(err, KB_ECORRUPT, "snapshot has an invalid root tree id");
         return 0;
 }
 

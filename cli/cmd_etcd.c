@@ -1,0 +1,271 @@
+/* cmd_etcd.c - `kbackup backup etcd` and `kbackup restore etcd`: etcd snapshots in and out. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "etcd.h"
+
+static const char backup_help[] =
+    "Usage: kbackup backup etcd --endpoints URL[,URL...] [--cacert F --cert F --key F]\n"
+    "                           [--user NAME] [--name NAME] [--tag KEY=VALUE]...\n"
+    "\n"
+    "Take a consistent snapshot of etcd over its gRPC API (Maintenance/Snapshot) and store it\n"
+    "deduplicated, compressed and encrypted. Every endpoint is asked for its status; members\n"
+    "that report errors or lag behind are refused, and a healthy follower is preferred to the\n"
+    "leader. The sha256 etcd appends to the stream is verified while streaming; if the stream\n"
+    "is cut short or does not verify, no snapshot is recorded.\n"
+    "\n"
+    "Options:\n"
+    "  --endpoints URLS        comma-separated http:// or https:// client URLs\n"
+    "  --cacert FILE           CA of the etcd server certificates (kubeadm:\n"
+    "                          /etc/kubernetes/pki/etcd/ca.crt)\n"
+    "  --cert FILE, --key FILE client certificate and key (kubeadm:\n"
+    "                          /etc/kubernetes/pki/etcd/healthcheck-client.crt/.key)\n"
+    "  --user NAME             etcd user (password from $KBACKUP_ETCD_PASSWORD_FILE or\n"
+    "                          $KBACKUP_ETCD_PASSWORD); snapshots need the root role\n"
+    "  --name NAME             name of the snapshot (default etcd-<cluster id>)\n"
+    "  --tag KEY=VALUE         a tag (repeatable)\n"
+    "  --timeout SECONDS       connect and idle timeout (default 5 connect, 30 idle)\n"
+    "  --threads N             worker threads (default: all cores)\n"
+    "\n"
+    "The new snapshot's id is the last line of standard output.\n";
+
+static const char restore_help[] =
+    "Usage: kbackup restore etcd SNAPSHOT --output FILE\n"
+    "\n"
+    "Write an etcd snapshot back out, byte for byte as etcd streamed it (the database and its\n"
+    "sha256 trailer), atomically, so that 'etcdctl snapshot restore FILE' accepts it. FILE must\n"
+    "not exist. See docs/dr-runbook.md for the steps from that file to a running etcd.\n";
+
+enum {
+        OPT_ENDPOINTS = OPT_FIRST_COMMAND,
+        OPT_CACERT,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_USER,
+        OPT_NAME,
+        OPT_TAG,
+        OPT_THREADS,
+        OPT_TIMEOUT,
+        OPT_OUTPUT,
+};
+
+/* Split "a,b,c" in place. */
+static size_t split_endpoints(char *s, const char **out, size_t max)
+{
+        size_t n = 0;
+
+        for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
+                if (*tok)
+                        out[n++] = tok;
+        return n;
+}
+
+static void print_backup(const struct kb_etcd_backup_result *r)
+{
+        char read[32], added[32], stored[32];
+
+        if (cli.json) {
+                printf("{\"snapshot\":\"%s\",\"endpoint\":", r->snapshot_id);
+                cli_json_string(stdout, r->endpoint, strlen(r->endpoint));
+                printf(",\"member\":");
+                cli_json_string(stdout, r->member_name, strlen(r->member_name));
+                printf(",\"member_id\":\"%016llx\",\"cluster_id\":\"%016llx\",\"revision\":%llu,"
+                       "\"leader\":%s,\"bytes_read\":%llu,\"bytes_new\":%llu,\"bytes_stored\":%llu,"
+                       "\"duration_sec\":%.3f}\n",
+                       (unsigned long long)r->member_id, (unsigned long long)r->cluster_id,
+                       (unsigned long long)r->revision, r->leader ? "true" : "false",
+                       (unsigned long long)r->bytes_read, (unsigned long long)r->bytes_new,
+                       (unsigned long long)r->bytes_stored, r->duration_sec);
+                return;
+        }
+        if (!cli.quiet) {
+                cli_human_bytes(r->bytes_read, read, sizeof(read));
+                cli_human_bytes(r->bytes_new, added, sizeof(added));
+                cli_human_bytes(r->bytes_stored, stored, sizeof(stored));
+                printf("etcd member %s (%016llx, %s) at %s, revision %llu\n",
+                       r->member_name[0] ? r->member_name : "?", (unsigned long long)r->member_id,
+                       r->leader ? "leader" : "follower", r->endpoint,
+                       (unsigned long long)r->revision);
+                printf("snapshot: %s, new after dedup: %s (%.1f%%), stored after compression: %s\n",
+                       read, added,
+                       r->bytes_read ? 100.0 * (double)r->bytes_new / (double)r->bytes_read : 0.0,
+                       stored);
+                printf("duration: %.2f s (%.1f MB/s)\n", r->duration_sec,
+                       r->duration_sec > 0 ? (double)r->bytes_read / 1e6 / r->duration_sec : 0.0);
+                printf("snapshot saved:\n");
+        }
+        printf("%s\n", r->snapshot_id);
+}
+
+int cli_etcd_backup(int argc, char **argv)
+{
+        static const struct option opts[] = {CLI_COMMON_OPTIONS,
+                                             {"endpoints", required_argument, NULL, OPT_ENDPOINTS},
+                                             {"cacert", required_argument, NULL, OPT_CACERT},
+                                             {"cert", required_argument, NULL, OPT_CERT},
+                                             {"key", required_argument, NULL, OPT_KEY},
+                                             {"user", required_argument, NULL, OPT_USER},
+                                             {"name", required_argument, NULL, OPT_NAME},
+                                             {"tag", required_argument, NULL, OPT_TAG},
+                                             {"threads", required_argument, NULL, OPT_THREADS},
+                                             {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                             {NULL, 0, NULL, 0}};
+        struct kb_etcd_backup_opts o = {0};
+        struct kb_etcd_backup_result res = {0};
+        struct kb_err err = {0};
+        struct kb_repo *repo = NULL;
+        const char *endpoints[32];
+        const char **tags = calloc((size_t)argc, sizeof(*tags));
+        char *eps = NULL, *pw = NULL, *end;
+        size_t pwlen = 0;
+        int c, r, code = KB_EXIT_OK;
+        long v;
+
+        if (!tags)
+                return KB_EXIT_ERROR;
+        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+                r = cli_common_option(c, backup_help);
+                if (r < 0)
+                        goto done;
+                if (r > 0)
+                        continue;
+                switch (c) {
+                case OPT_ENDPOINTS:
+                        eps = optarg;
+                        break;
+                case OPT_CACERT:
+                        o.conn.cacert = optarg;
+                        break;
+                case OPT_CERT:
+                        o.conn.cert = optarg;
+                        break;
+                case OPT_KEY:
+                        o.conn.key = optarg;
+                        break;
+                case OPT_USER:
+                        o.conn.user = optarg;
+                        break;
+                case OPT_NAME:
+                        o.name = optarg;
+                        break;
+                case OPT_TAG:
+                        if (!strchr(optarg, '=') || optarg[0] == '=') {
+                                code = cli_usage("backup", "--tag wants KEY=VALUE");
+                                goto done;
+                        }
+                        tags[o.ntags++] = optarg;
+                        break;
+                case OPT_THREADS:
+                        o.threads = (unsigned)strtoul(optarg, &end, 10);
+                        if (*end || o.threads > 256) {
+                                code = cli_usage("backup", "--threads wants a number 1-256");
+                                goto done;
+                        }
+                        break;
+                case OPT_TIMEOUT:
+                        v = strtol(optarg, &end, 10);
+                        if (*end || v < 1 || v > 3600) {
+                                code = cli_usage("backup", "--timeout wants seconds, 1-3600");
+                                goto done;
+                        }
+                        o.conn.connect_timeout_ms = (int)v * 1000;
+                        o.conn.timeout_ms = (int)v * 1000;
+                        break;
+                default:
+                        code = cli_usage("backup", "bad option");
+                        goto done;
+                }
+        }
+        if (optind != argc) {
+                code = cli_usage("backup", "unexpected argument '%s'", argv[optind]);
+                goto done;
+        }
+        if (!eps || !(o.n_endpoints = split_endpoints(eps, endpoints, 32))) {
+                code = cli_usage("backup", "backup etcd needs --endpoints URL[,URL...]");
+                goto done;
+        }
+        if ((o.conn.cert != NULL) != (o.conn.key != NULL)) {
+                code = cli_usage("backup", "--cert and --key go together");
+                goto done;
+        }
+        o.endpoints = endpoints;
+        o.tags = tags;
+        o.progress = cli_progress;
+        o.warn = cli_warn;
+        if (o.conn.user) {
+                r = cli_secret("KBACKUP_ETCD_PASSWORD", &pw, &pwlen, &err);
+                if (r < 0) {
+                        code = cli_fail(&err, r);
+                        goto done;
+                }
+                o.conn.password = pw;
+        }
+        code = cli_open_repo(0, &repo);
+        if (code != KB_EXIT_OK)
+                goto done;
+        r = kb_etcd_backup(repo, &o, &res, &err);
+        cli_progress_done();
+        kb_repo_close(repo);
+        if (r < 0)
+                code = cli_fail(&err, r);
+        else
+                print_backup(&res);
+done:
+        cli_password_free(pw, pwlen);
+        free(tags);
+        return code;
+}
+
+int cli_etcd_restore(int argc, char **argv)
+{
+        static const struct option opts[] = {CLI_COMMON_OPTIONS,
+                                             {"output", required_argument, NULL, OPT_OUTPUT},
+                                             {NULL, 0, NULL, 0}};
+        struct kb_snapshot_list l = {0};
+        struct kb_err err = {0};
+        struct kb_repo *repo;
+        const char *output = NULL;
+        int c, r, code;
+
+        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+                r = cli_common_option(c, restore_help);
+                if (r < 0)
+                        return KB_EXIT_OK;
+                if (r > 0)
+                        continue;
+                if (c == OPT_OUTPUT)
+                        output = optarg;
+                else
+                        return cli_usage("restore", "bad option");
+        }
+        if (optind + 1 != argc)
+                return cli_usage("restore", "restore etcd wants exactly one SNAPSHOT");
+        if (!output || !*output)
+                return cli_usage("restore", "restore etcd needs --output FILE");
+        code = cli_open_repo(KB_REPO_READ_ONLY, &repo);
+        if (code != KB_EXIT_OK)
+                return code;
+        r = kb_repo_snapshot_list(repo, &l, &err);
+        if (r == 0) {
+                r = kb_snapshot_list_find(&l, argv[optind], "etcd", &err);
+                if (r >= 0)
+                        r = kb_etcd_restore_file(repo, l.items[r].snap, output, cli_progress, NULL,
+                                                 &err);
+                kb_snapshot_list_free(&l);
+        }
+        cli_progress_done();
+        kb_repo_close(repo);
+        if (r < 0)
+                return cli_fail(&err, r);
+        if (!cli.quiet && !cli.json)
+                printf("wrote %s; restore it with: ETCDCTL_API=3 etcdctl snapshot restore %s "
+                       "--data-dir DIR ...\n",
+                       output, output);
+        else if (cli.json) {
+                printf("{\"output\":");
+                cli_json_string(stdout, output, strlen(output));
+                printf("}\n");
+        }
+        return KB_EXIT_OK;
+}
