@@ -75,7 +75,7 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
                          kb_progress_cb progress, void *cb_arg, struct kb_err *err)
 {
         Kbackup__Tree *tree = NULL;
-        const Kbackup__Node *node;
+        const Kbackup__Node *node = NULL;
         struct kb_etcd_hasher h;
         struct kb_buf chunk = KB_BUF_INIT;
         uint8_t trailer[KB_ETCD_TRAILER_LEN];

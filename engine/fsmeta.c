@@ -98,8 +98,7 @@ static int read_value(int fd, const char *path, const char *key, struct kb_arena
         return -EAGAIN;
 }
 
-int kb_fsmeta_read_xattrs(int fd, int dirfd, const char *name, struct kb_arena *a,
-                          Kbackup__Node *n)
+int kb_fsmeta_read_xattrs(int fd, int dirfd, const char *name, struct kb_arena *a, Kbackup__Node *n)
 {
         char path[320];
         char *list = NULL;
@@ -127,7 +126,8 @@ int kb_fsmeta_read_xattrs(int fd, int dirfd, const char *name, struct kb_arena *
                         r = -ENOMEM;
                         goto out;
                 }
-                len = fd >= 0 ? flistxattr(fd, list, (size_t)sz) : llistxattr(path, list, (size_t)sz);
+                len =
+                    fd >= 0 ? flistxattr(fd, list, (size_t)sz) : llistxattr(path, list, (size_t)sz);
                 if (len >= 0)
                         break;
                 if (errno != ERANGE || tries >= 8) {
@@ -232,8 +232,8 @@ int kb_fsmeta_apply(int fd, int dirfd, const char *name, const Kbackup__Node *n,
         }
         if (flags & KB_FSMETA_TIMES) {
                 struct timespec ts[2] = {
-                        {.tv_sec = n->atime_sec, .tv_nsec = n->atime_nsec % 1000000000u},
-                        {.tv_sec = n->mtime_sec, .tv_nsec = n->mtime_nsec % 1000000000u},
+                    {.tv_sec = n->atime_sec, .tv_nsec = n->atime_nsec % 1000000000u},
+                    {.tv_sec = n->mtime_sec, .tv_nsec = n->mtime_nsec % 1000000000u},
                 };
 
                 r = fd >= 0 ? futimens(fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);

@@ -95,7 +95,8 @@ static int encode_blob(struct kb_repo *r, const void *data, size_t len, struct k
                 plain.len = 1 + n;
         } else {
                 plain.data[0] = BLOB_RAW;
-                memcpy(plain.data + 1, data, len);
+                if (len)
+                        memcpy(plain.data + 1, data, len);
                 plain.len = 1 + len;
         }
         rc = kb_crypto_seal(r->master.enc_key, plain.data, plain.len, out);

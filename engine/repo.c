@@ -153,8 +153,10 @@ static int load_config(struct kb_repo *r, struct kb_err *err)
         int rc;
 
         rc = kb_repo_object_get(r, KB_OBJ_CONFIG, "config", &b, err);
-        if (rc < 0)
+        if (rc < 0) {
+                kb_buf_free(&b);
                 return rc;
+        }
         c = kbackup__config__unpack(NULL, b.len, b.data);
         kb_buf_free(&b);
         if (!c)

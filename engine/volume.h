@@ -45,7 +45,7 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
 
 struct kb_volume_restore_opts {
         const char *include; /* restore only this path (relative to the backup root), or NULL */
-        int restore_owner;   /* chown to the recorded uid/gid (default when running as root) */
+        int restore_owner;   /* chown to the recorded uid/gid: 1 yes, 0 no, <0 only as root */
         unsigned threads;
         kb_progress_cb progress;
         kb_warn_cb warn;
@@ -64,9 +64,10 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
                       const struct kb_volume_restore_opts *opts,
                       struct kb_volume_restore_result *res, struct kb_err *err);
 
-/* Walk the stored tree depth-first in name order, below `path` (relative to the root; NULL or ""
- * for all), calling cb with each entry's path relative to the root and its node. A non-zero return
- * from cb stops the walk and is returned. */
+/* Walk the stored tree depth-first in name order, calling cb with each entry's path relative to
+ * the root ("dir/file") and its node. With `path` (relative to the root) the entry at path comes
+ * first, then everything below it; NULL or "" walks everything below the root. A missing path is
+ * KB_ENOTFOUND. A non-zero return from cb stops the walk and is returned. */
 typedef int (*kb_volume_walk_cb)(const char *path, const Kbackup__Node *node, void *arg);
 int kb_volume_walk(struct kb_repo *repo, const Kbackup__Snapshot *snap, const char *path,
                    kb_volume_walk_cb cb, void *arg, struct kb_err *err);

@@ -58,11 +58,12 @@ struct rctx {
         struct holders links;
         struct kb_buf blob;
         uint64_t files, dirs, bytes, errors;
+        uint64_t files_total, bytes_total;
         double last_progress;
 };
 
 static void warnf(struct rctx *c, int counted, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void warnf(struct rctx *c, int counted, const char *fmt, ...)
 {
@@ -99,6 +100,8 @@ static void progress(struct rctx *c, int force)
         c->last_progress = now;
         p.files_done = c->files;
         p.bytes_done = c->bytes;
+        p.files_total = c->files_total;
+        p.bytes_total = c->bytes_total;
         p.current = force ? NULL : cur_path(c);
         c->o->progress(&p, c->o->cb_arg);
 }
@@ -116,8 +119,8 @@ static void meta_report(void *arg, const char *what, int errnum, int counted)
               strerror(errnum));
 }
 
-static void apply_meta(struct rctx *c, int fd, int dirfd, const char *name,
-                       const Kbackup__Node *n, int times)
+static void apply_meta(struct rctx *c, int fd, int dirfd, const char *name, const Kbackup__Node *n,
+                       int times)
 {
         int flags = (c->owner ? KB_FSMETA_OWNER : 0) | (times ? KB_FSMETA_TIMES : 0);
 
@@ -460,8 +463,7 @@ static int restore_dir(struct rctx *c, int dirfd, const char *name, const Kbacku
         }
         prc = kb_dirstack_pop(&c->ds);
         if (rc == 0 && prc < 0)
-                rc = kb_err_sys(c->err, prc, "%s: directory moved during the restore",
-                                cur_path(c));
+                rc = kb_err_sys(c->err, prc, "%s: directory moved during the restore", cur_path(c));
         c->dirs++;
         return rc;
 }
@@ -764,6 +766,10 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
                 goto out;
         }
         fresh = rc == 1 || dir_is_empty(fd);
+        if (!k && snap->stats) {
+                c.files_total = snap->stats->files;
+                c.bytes_total = snap->stats->bytes_read;
+        }
         kb_dirstack_init(&c.ds, DIR_FD_BUDGET, 0);
         rc = kb_dirstack_push(&c.ds, fd);
         if (rc < 0) {
