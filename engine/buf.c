@@ -49,3 +49,15 @@ void kb_buf_free(struct kb_buf *b)
         b->data = NULL;
         b->len = b->cap = 0;
 }
+
+char *kb_bytes_strdup(const void *p, size_t n)
+{
+        char *s = malloc(n + 1);
+
+        if (!s)
+                return NULL;
+        if (n)
+                memcpy(s, p, n);
+        s[n] = '\0';
+        return s;
+}

@@ -23,4 +23,8 @@ void kb_buf_reset(struct kb_buf *b);
 /* Release the memory and empty the buffer. */
 void kb_buf_free(struct kb_buf *b);
 
+/* A NUL-terminated copy of n bytes that need not be terminated (protobuf bytes fields); NULL
+ * when out of memory. strndup would scan past n looking for a NUL that is not there. */
+char *kb_bytes_strdup(const void *p, size_t n);
+
 #endif

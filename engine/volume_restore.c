@@ -385,7 +385,7 @@ static int restore_special(struct rctx *c, int dirfd, const char *name, const Kb
                         warnf(c, 1, "%s: damaged metadata: invalid symlink target", cur_path(c));
                         return 1;
                 }
-                target = strndup((const char *)n->link_target.data, n->link_target.len);
+                target = kb_bytes_strdup(n->link_target.data, n->link_target.len);
                 if (!target)
                         return kb_err_set(c->err, -ENOMEM, "out of memory");
                 r = symlinkat(target, dirfd, name);
@@ -541,7 +541,7 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
                               cur_path(c));
                         continue;
                 }
-                name = strndup((const char *)n->name.data, n->name.len);
+                name = kb_bytes_strdup(n->name.data, n->name.len);
                 if (!name || kb_relpath_push(&c->path, name, n->name.len, &saved) < 0) {
                         free(name);
                         kb_voltree_free(t);

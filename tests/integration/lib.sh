@@ -14,7 +14,9 @@
 #                  holes for the round-trip tests to mean anything.
 #
 # Provides: kb_tmpdir, kb_rmtree, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
-# treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg.
+# treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg, kb_track_pid, kb_untrack_pid,
+# largest_pack; for etcd: etcd_start, etcd_stop, ectl, etcd_load, kb_backup_etcd, snapshot_count,
+# closed_port.
 
 KB_TEST_NAME=$(basename "$0" .sh)
 KB_SOURCE_DIR=${KB_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -31,8 +33,9 @@ fi
 
 # One base directory per test run; every kb_tmpdir lives inside it, so cleanup works even for
 # directories created in a command substitution (a subshell cannot register anything).
-KB_TMP=$(mktemp -d "${KB_TEST_TMPDIR:-${TMPDIR:-/tmp}}/kbtest-$KB_TEST_NAME.XXXXXX")
+KB_TMP=$(mktemp -d "${KB_TEST_TMPDIR:-${TMPDIR:-/tmp}}/kbit-$KB_TEST_NAME.XXXXXX")
 KB_BG_PIDS=()
+KB_SERVER_DIRS=()
 
 # kb_rmtree DIR: remove a generated tree (as non-root, its read-only directories need opening first).
 kb_rmtree() {
@@ -48,6 +51,11 @@ kb_cleanup() {
         for pid in "${KB_BG_PIDS[@]}"; do
                 kill -9 "$pid" 2>/dev/null || true
                 wait "$pid" 2>/dev/null || true
+        done
+        # Test servers (etcd), newest first: a restarted one may run on an older one's data dir.
+        local i
+        for ((i = ${#KB_SERVER_DIRS[@]} - 1; i >= 0; i--)); do
+                bash "$KB_TOOLS/etcd_server.sh" stop "${KB_SERVER_DIRS[i]}" >/dev/null 2>&1 || true
         done
         if [[ -n ${KB_KEEP_TMP:-} ]]; then
                 echo "kept temp files in $KB_TMP" >&2
@@ -96,16 +104,21 @@ assert_no_sanitizer() {
         fi
 }
 
+# Every foreground kbackup run is bounded, so a hang fails the test with a message instead of
+# waiting for ctest's timeout (which would skip the cleanup).
+KB_CMD_TIMEOUT=${KB_CMD_TIMEOUT:-300}
+
 kb() {
-        "$KBACKUP" "$@"
+        timeout -k 10 "$KB_CMD_TIMEOUT" "$KBACKUP" "$@"
 }
 
 # kb_run ARGS...: run kbackup without stopping the test; stdout in $KB_OUT, stderr in $KB_ERR,
 # exit code in KB_RC.
 kb_run() {
         KB_RC=0
-        "$KBACKUP" "$@" </dev/null >"$KB_OUT" 2>"$KB_ERR" || KB_RC=$?
+        kb "$@" </dev/null >"$KB_OUT" 2>"$KB_ERR" || KB_RC=$?
         assert_no_sanitizer "$KB_ERR"
+        ((KB_RC != 124 && KB_RC != 137)) || fail "timed out after ${KB_CMD_TIMEOUT}s: kbackup $*"
 }
 
 # expect_exit CODE CMD...: run CMD (stdout/stderr kept in $KB_OUT/$KB_ERR) and fail the test
@@ -116,6 +129,9 @@ expect_exit() {
         local rc=0
         "$@" </dev/null >"$KB_OUT" 2>"$KB_ERR" || rc=$?
         assert_no_sanitizer "$KB_ERR"
+        if [[ $1 == kb ]] && ((rc == 124 || rc == 137)); then
+                fail "timed out after ${KB_CMD_TIMEOUT}s: $*"
+        fi
         local ok=0
         if [[ $want == nonzero ]]; then
                 ((rc > 0 && rc < 128)) && ok=1
@@ -170,28 +186,98 @@ repo_state() {
                 find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
 }
 
+# kb_track_pid PID / kb_untrack_pid PID: background processes a test started are killed at exit
+# unless untracked after being reaped (so cleanup never signals a recycled pid).
+kb_track_pid() {
+        KB_BG_PIDS+=("$1")
+}
+
+kb_untrack_pid() {
+        local p rest=()
+        for p in "${KB_BG_PIDS[@]}"; do
+                [[ $p == "$1" ]] || rest+=("$p")
+        done
+        KB_BG_PIDS=("${rest[@]}")
+}
+
 # kb_bg ARGS...: start kbackup in the background (killed at exit if still running); sets KB_BG_PID.
 kb_bg() {
         "$KBACKUP" "$@" </dev/null >"$KB_TMP/bg.out" 2>"$KB_TMP/bg.err" &
         KB_BG_PID=$!
-        KB_BG_PIDS+=("$KB_BG_PID")
+        kb_track_pid "$KB_BG_PID"
 }
 
 # kb_stop_bg PID: kill -9 (if still running) and reap; the exit status goes to KB_BG_RC. Call it
 # from the main shell, not in $(...): only the parent can reap.
 kb_stop_bg() {
-        local pid=$1 p rest=()
         KB_BG_RC=0
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || KB_BG_RC=$?
-        # Forget it, so cleanup never signals a recycled pid.
-        for p in "${KB_BG_PIDS[@]}"; do
-                [[ $p == "$pid" ]] || rest+=("$p")
-        done
-        KB_BG_PIDS=("${rest[@]}")
+        kill -9 "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || KB_BG_RC=$?
+        kb_untrack_pid "$1"
 }
 
 # A pack file (data/xx/<id>) of the repository, the largest one (the most file data).
 largest_pack() {
         find "$1/data" -type f -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-
+}
+
+# ---- etcd ----------------------------------------------------------------------------------
+
+# etcd_start [etcd_server.sh start options] [-- EXTRA_ETCD_FLAGS...]: start a throwaway etcd on
+# free loopback ports (stopped at exit, and by a watchdog if this shell dies) and set its
+# ETCD_ENDPOINT, ETCD_PID, ETCD_DIR, ETCDCTL_FLAGS... (see tests/tools/etcd_server.sh). A second
+# call overwrites them: copy what you need first. Its files live under $KB_TMP.
+etcd_start() {
+        local out
+        out=$(KB_TEST_TMPDIR=$KB_TMP bash "$KB_TOOLS/etcd_server.sh" start --owner $$ "$@") ||
+                fail "could not start etcd ($*)"
+        eval "$out"
+        KB_SERVER_DIRS+=("$ETCD_DIR")
+}
+
+# etcd_stop DIR: stop the etcd started in DIR (its ETCD_DIR) and remove DIR.
+etcd_stop() {
+        bash "$KB_TOOLS/etcd_server.sh" stop "$1"
+}
+
+# ectl ARGS...: etcdctl (API v3) against the current etcd as root ($ETCDCTL_FLAGS).
+ectl() {
+        # shellcheck disable=SC2086  # ETCDCTL_FLAGS is a word list by design
+        ETCDCTL_API=3 etcdctl $ETCDCTL_FLAGS "$@"
+}
+
+# etcd_load ARGS...: tests/tools/etcd_load.py against the current etcd (load, modify, delete, dump).
+etcd_load() {
+        python3 "$KB_TOOLS/etcd_load.py" --ctl "$ETCDCTL_FLAGS" "$@"
+}
+
+# kb_backup_etcd REPO ARGS...: `backup etcd ARGS` must exit 0 and print a snapshot id last, which
+# is printed (the whole output stays in $KB_OUT).
+kb_backup_etcd() {
+        local repo=$1
+        shift
+        expect_exit 0 kb --repo "$repo" backup etcd "$@"
+        local id
+        id=$(tail -n 1 "$KB_OUT")
+        [[ $id =~ ^[0-9a-f]{8,64}$ ]] || fail "backup etcd did not print a snapshot id last: '$id'"
+        echo "$id"
+}
+
+# snapshot_count REPO [KIND]: how many snapshots (of KIND: etcd, volume) `snapshots --json` lists.
+snapshot_count() {
+        kb --repo "$1" snapshots --json </dev/null >"$KB_TMP/count.json" ||
+                fail "snapshots --json failed on $1"
+        python3 -c '
+import json, sys
+kind = sys.argv[2] or None
+print(sum(1 for s in json.load(open(sys.argv[1])) if kind is None or s["kind"] == kind))' \
+                "$KB_TMP/count.json" "${2:-}"
+}
+
+# closed_port: a loopback TCP port nobody listens on (just bound and released).
+closed_port() {
+        python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }

@@ -153,4 +153,41 @@ EOF
         fi
 done
 
+# ---- a tree that changes while it is read: reported, not fatal. A writer grows one file and
+# creates and deletes others for as long as the backup runs (at most 20 s).
+CH=$KB_TMP/changing
+mkdir -p "$CH/churn"
+head -c $((32 * 1024 * 1024)) /dev/urandom >"$CH/grow"
+python3 - "$CH" <<'EOF' &
+import os, sys, time
+root = sys.argv[1]
+end = time.time() + 20
+n = 0
+with open(root + "/grow", "ab") as g:
+    while time.time() < end and not os.path.exists(root + ".stop"):
+        g.write(os.urandom(64 * 1024))
+        g.flush()
+        with open("%s/churn/f%d" % (root, n), "wb") as f:
+            f.write(os.urandom(4096))
+        if n >= 3:
+            os.unlink("%s/churn/f%d" % (root, n - 3))
+        n += 1
+EOF
+writer=$!
+kb_track_pid "$writer"
+sleep 0.3
+kb_run --repo "$REPO" backup volume "$CH" --name ns/changing
+touch "$CH.stop"
+wait "$writer" || fail "the writer of the changing tree failed"
+kb_untrack_pid "$writer"
+((KB_RC == 0 || KB_RC == 3)) || {
+        cat "$KB_ERR" >&2
+        fail "backup of a changing tree exited $KB_RC, want 0 or 3 (a snapshot, problems reported)"
+}
+changing_id=$(tail -n 1 "$KB_OUT")
+[[ $changing_id =~ ^[0-9a-f]{8,64}$ ]] || fail "backup of a changing tree printed no snapshot id"
+note "changing tree: exit $KB_RC: $(head -n 2 "$KB_ERR")"
+expect_exit 0 kb --repo "$REPO" ls "$changing_id"
+grep -qF grow "$KB_OUT" || fail "the growing file is missing from the snapshot"
+
 pass

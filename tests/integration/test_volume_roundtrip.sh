@@ -132,6 +132,13 @@ known=$(cd "$DOC" && find . -type f -name copyright -print -quit)
 [[ -n $known ]] || fail "no copyright file in /usr/share/doc to look for"
 grep -qF "${known#./}" "$KB_OUT" || fail "ls latest does not list ${known#./}"
 
+# ---- password sources: --password-file, KBACKUP_PASSWORD, a file ending in a newline (echo > f)
+pw=$(cat "$KBACKUP_PASSWORD_FILE")
+expect_exit 0 env -u KBACKUP_PASSWORD_FILE "$KBACKUP" --repo "$REPO" --password-file "$KBACKUP_PASSWORD_FILE" snapshots
+expect_exit 0 env -u KBACKUP_PASSWORD_FILE KBACKUP_PASSWORD="$pw" "$KBACKUP" --repo "$REPO" snapshots
+echo "$pw" >"$KB_TMP/pw-newline"
+KBACKUP_PASSWORD_FILE=$KB_TMP/pw-newline expect_exit 0 kb --repo "$REPO" snapshots
+
 # ---- references by unique prefix, --include
 prefix=${id1:0:12}
 X=$KB_TMP/inc1
