@@ -722,7 +722,7 @@ Test(fs_backend, racing_puts_one_winner)
         }
         cr_assert_eq(wins, 1);
         cr_assert_eq(kb_backend_get(be, KB_OBJ_SNAPSHOT, "contested", 0, 0, &out, &err), 0);
-        char expect[16];
+        char expect[32];
         snprintf(expect, sizeof(expect), "racer-%d", winner);
         cr_assert_eq(out.len, strlen(expect));
         cr_assert_eq(memcmp(out.data, expect, out.len), 0);
