@@ -1,9 +1,18 @@
 /* etcd_client.h - a small etcd v3 client over the gRPC C core: connect (plain or TLS with client
  * certificates), authenticate, Status, MemberList, the Snapshot stream, and KV Range/Txn.
  *
- * One struct kb_etcd is one channel to one endpoint. Error messages name the endpoint and say what
- * went wrong in the user's terms: unreachable, TLS handshake failed, permission denied, not root.
- */
+ * One struct kb_etcd is one channel to one endpoint, for one thread at a time. Error messages
+ * name the endpoint and say what went wrong in the user's terms; the codes tell them apart:
+ *   -EHOSTUNREACH  unreachable (connection refused, or no answer within connect_timeout_ms)
+ *   -EPROTO        TLS handshake failed (wrong CA, client certificate missing or refused), or
+ *                  a plain client on a TLS port
+ *   KB_EAUTH       authentication failed (wrong user or password)
+ *   -EACCES        permission denied; not a root user (Snapshot); auth enabled but none given
+ *   -ETIMEDOUT     no answer within timeout_ms, or a snapshot stream idle that long
+ *   -ECONNRESET    connection lost during a call (e.g. the server died mid-stream)
+ *   KB_EUSAGE      an endpoint or option combination that cannot work
+ *   -EIO           anything else the server said (quoted in the message)
+ * A token that expired is renewed once, transparently. */
 #ifndef KB_ETCD_CLIENT_H
 #define KB_ETCD_CLIENT_H
 
@@ -43,7 +52,8 @@ struct kb_etcd_member {
 
 struct kb_etcd;
 
-/* Connect to one endpoint ("http://H:P" or "https://H:P"; https needs cacert). With a user,
+/* Connect to one endpoint ("http://H:P" or "https://H:P"; https without cacert trusts the
+ * system roots; a bare "H:P" is TLS when cacert or cert is given). With a user,
  * authenticates at once, so a wrong password fails here. */
 int kb_etcd_connect(const char *endpoint, const struct kb_etcd_opts *opts, struct kb_etcd **out,
                     struct kb_err *err);
@@ -56,9 +66,41 @@ int kb_etcd_members(struct kb_etcd *c, struct kb_etcd_member **out, size_t *n, s
 
 /* Stream Maintenance/Snapshot. cb gets every blob message's bytes in order (the database, then the
  * 32-byte sha256 trailer message, exactly as the server sends them). Returns 0 only when the stream
- * ended with status OK; a non-zero return from cb cancels the call and is returned. */
+ * ended with status OK; a non-zero return from cb cancels the call and is returned (err keeps
+ * the message if cb set err->code to that value, else gets a generic one). There is no deadline
+ * for the whole stream, but timeout_ms without a message fails it. */
 typedef int (*kb_etcd_stream_cb)(const uint8_t *data, size_t len, void *arg);
 int kb_etcd_snapshot(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, struct kb_err *err);
+
+/* One key of a Range answer, or one put of a Txn (only key, val and lease are used there). The
+ * pointers are valid only during the callback. */
+struct kb_etcd_kv {
+        const uint8_t *key;
+        size_t klen;
+        const uint8_t *val;
+        size_t vlen;
+        int64_t create_rev;
+        int64_t mod_rev;
+        int64_t version;
+        int64_t lease;
+};
+
+/* Put one key. */
+int kb_etcd_put(struct kb_etcd *c, const void *key, size_t klen, const void *val, size_t vlen,
+                struct kb_err *err);
+
+/* Put n keys in one Txn, no compares. The server limits n (--max-txn-ops, default 128) and the
+ * request size (--max-request-bytes, default 1.5 MiB): batch accordingly. */
+int kb_etcd_txn_put(struct kb_etcd *c, const struct kb_etcd_kv *kvs, size_t n, struct kb_err *err);
+
+/* Keys in [key, range_end) as etcd defines it (relen 0: only key; range_end "\0": every key
+ * >= key), in key order, at revision (0: the current one), at most limit keys (0: all). Fetched
+ * in pages, all at the revision of the first page, which *rev_out (may be NULL) receives. A
+ * non-zero return from cb stops the walk and is returned (err is then cb's business). */
+typedef int (*kb_etcd_kv_cb)(const struct kb_etcd_kv *kv, void *arg);
+int kb_etcd_range(struct kb_etcd *c, const void *key, size_t klen, const void *range_end,
+                  size_t relen, int64_t revision, int64_t limit, kb_etcd_kv_cb cb, void *arg,
+                  int64_t *rev_out, struct kb_err *err);
 
 /* gRPC library lifetime: call once at program start / end (kb_etcd_connect inits lazily too). */
 void kb_etcd_global_init(void);
