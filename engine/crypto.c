@@ -1,15 +1,61 @@
-/* crypto.c - sealing, ids, key derivation: the thin layer over libsodium that owns key handling. */
+/* crypto.c - sealing, ids, key derivation: the thin layer over libsodium that owns key handling.
+ *
+ * The per-byte hot paths (HMAC-SHA-256 chunk ids, SHA-256 object names, XChaCha20-Poly1305) run
+ * through OpenSSL's libcrypto, already linked for gRPC and libcurl, whose assembly (SHA extensions,
+ * AVX2) is 1.6-5x faster here than libsodium's portable code (docs/performance.md). The output is
+ * bit-identical to libsodium's: XChaCha20-Poly1305 is HChaCha20 (libsodium) deriving a subkey, then
+ * IETF ChaCha20-Poly1305 with nonce 0^4 || nonce[16..24). The unit tests hold both to libsodium,
+ * which stays the fallback. */
 #include "crypto.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+static const EVP_CIPHER *fast_chacha; /* NULL: use libsodium */
+
+static void fast_init(void)
+{
+        fast_chacha = EVP_chacha20_poly1305();
+}
 
 int kb_crypto_init(struct kb_err *err)
 {
         if (sodium_init() < 0)
                 return kb_err_set(err, -EIO, "cannot initialise libsodium");
+        pthread_once(&fast_once, fast_init);
         return 0;
+}
+
+/* XChaCha20-Poly1305-IETF through OpenSSL. enc: 1 seal, 0 open. Returns 0, or -1 when the tag does
+ * not verify or OpenSSL fails. */
+static int xchacha_openssl(int enc, const uint8_t key[KB_KEY_LEN], const uint8_t *nonce,
+                           const uint8_t *in, size_t inlen, uint8_t *out, uint8_t *tag)
+{
+        uint8_t subkey[32], iv[12] = {0};
+        EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+        int ok = 0, n, fin;
+
+        if (!ctx || inlen > INT32_MAX) {
+                EVP_CIPHER_CTX_free(ctx);
+                return -1;
+        }
+        crypto_core_hchacha20(subkey, nonce, key, NULL);
+        memcpy(iv + 4, nonce + 16, 8);
+        if (EVP_CipherInit_ex(ctx, fast_chacha, NULL, subkey, iv, enc) == 1 &&
+            (enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, KB_SEAL_TAG, tag) == 1) &&
+            EVP_CipherUpdate(ctx, out, &n, in, (int)inlen) == 1 &&
+            EVP_CipherFinal_ex(ctx, out + n, &fin) == 1 &&
+            (!enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, KB_SEAL_TAG, tag) == 1))
+                ok = 1;
+        EVP_CIPHER_CTX_free(ctx);
+        sodium_memzero(subkey, sizeof(subkey));
+        return ok ? 0 : -1;
 }
 
 int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len, struct kb_buf *out)
@@ -23,6 +69,11 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
                 return r;
         p = out->data + out->len;
         randombytes_buf(p, KB_SEAL_NONCE);
+        if (fast_chacha && xchacha_openssl(1, key, p, plain, len, p + KB_SEAL_NONCE,
+                                           p + KB_SEAL_NONCE + len) == 0) {
+                out->len += KB_SEAL_NONCE + len + KB_SEAL_TAG;
+                return 0;
+        }
         crypto_aead_xchacha20poly1305_ietf_encrypt(p + KB_SEAL_NONCE, &clen, plain, len, NULL, 0,
                                                    NULL, p, key);
         out->len += KB_SEAL_NONCE + (size_t)clen;
@@ -31,6 +82,30 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
 
 int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
                    struct kb_buf *out)
+{
+        const uint8_t *s = sealed;
+        int r;
+
+        if (len < KB_SEAL_OVERHEAD)
+                return KB_ECORRUPT;
+        r = kb_buf_reserve(out, len - KB_SEAL_OVERHEAD);
+        if (r < 0)
+                return r;
+        if (fast_chacha) {
+                uint8_t tag[KB_SEAL_TAG];
+
+                memcpy(tag, s + len - KB_SEAL_TAG, KB_SEAL_TAG);
+                if (xchacha_openssl(0, key, s, s + KB_SEAL_NONCE, len - KB_SEAL_OVERHEAD,
+                                    out->data + out->len, tag) != 0)
+                        return KB_ECORRUPT;
+                out->len += len - KB_SEAL_OVERHEAD;
+                return 0;
+        }
+        return kb_crypto_open_reference(key, sealed, len, out);
+}
+
+int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
+                             struct kb_buf *out)
 {
         const uint8_t *s = sealed;
         unsigned long long plen;
@@ -49,15 +124,37 @@ int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len
         return 0;
 }
 
+/* HMAC-SHA-256 rather than keyed BLAKE2b: with the CPU's SHA extensions OpenSSL computes it at
+ * about twice the speed of libsodium's BLAKE2b here, and it is the same keyed-PRF guarantee. */
 void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
                        uint8_t id[KB_ID_LEN])
 {
-        crypto_generichash(id, KB_ID_LEN, data, len, id_key, KB_KEY_LEN);
+        unsigned int n = 0;
+
+        if (HMAC(EVP_sha256(), id_key, KB_KEY_LEN, data, len, id, &n) && n == KB_ID_LEN)
+                return;
+        kb_crypto_blob_id_reference(id_key, data, len, id);
+}
+
+void kb_crypto_blob_id_reference(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
+                                 uint8_t id[KB_ID_LEN])
+{
+        crypto_auth_hmacsha256_state st;
+
+        crypto_auth_hmacsha256_init(&st, id_key, KB_KEY_LEN);
+        crypto_auth_hmacsha256_update(&st, data, len);
+        crypto_auth_hmacsha256_final(&st, id);
+        sodium_memzero(&st, sizeof(st));
 }
 
 void kb_crypto_object_id(const void *data, size_t len, uint8_t id[KB_ID_LEN])
 {
-        crypto_generichash(id, KB_ID_LEN, data, len, NULL, 0);
+        unsigned int n = 0;
+
+        /* SHA-256, so an operator can check any object with sha256sum against its name. */
+        if (EVP_Digest(data, len, id, &n, EVP_sha256(), NULL) == 1 && n == KB_ID_LEN)
+                return;
+        crypto_hash_sha256(id, data, len);
 }
 
 void kb_crypto_random(void *buf, size_t len)

@@ -63,12 +63,14 @@ int kb_etcd_verify_stream(const uint8_t *data, size_t len, struct kb_err *err);
 
 /* Incremental form of the same check, as the stream arrives. */
 struct kb_etcd_hasher {
-        unsigned char state[512]; /* crypto_hash_sha256_state, opaque here */
+        void *md; /* OpenSSL digest context */
         uint8_t tail[KB_ETCD_TRAILER_LEN];
         size_t tail_len;
         uint64_t total;
 };
-void kb_etcd_hasher_init(struct kb_etcd_hasher *h);
+int kb_etcd_hasher_init(struct kb_etcd_hasher *h, struct kb_err *err);
+/* Release the context (final does it too; safe to call twice). */
+void kb_etcd_hasher_free(struct kb_etcd_hasher *h);
 void kb_etcd_hasher_update(struct kb_etcd_hasher *h, const uint8_t *data, size_t len);
 /* 0 when the last 32 bytes are the sha256 of everything before them; the trailer is copied out. */
 int kb_etcd_hasher_final(struct kb_etcd_hasher *h, uint8_t trailer[KB_ETCD_TRAILER_LEN],

@@ -277,7 +277,9 @@ int kb_etcd_backup(struct kb_repo *repo, const struct kb_etcd_backup_opts *o,
                 goto out;
         sc.o = o;
         sc.expected = (uint64_t)ms[chosen].st.db_size + KB_ETCD_TRAILER_LEN;
-        kb_etcd_hasher_init(&sc.hasher);
+        rc = kb_etcd_hasher_init(&sc.hasher, err);
+        if (rc < 0)
+                goto out;
         rc = kb_etcd_snapshot(ms[chosen].conn, on_stream, &sc, err);
         if (rc < 0 && sc.err.code && err)
                 *err = sc.err; /* our own failure (storage) says more than "cancelled" */
@@ -318,6 +320,7 @@ int kb_etcd_backup(struct kb_repo *repo, const struct kb_etcd_backup_opts *o,
                 res->duration_sec = mono() - start;
         }
 out:
+        kb_etcd_hasher_free(&sc.hasher);
         kb_chunkstream_free(sc.cs);
         if (saver)
                 kb_saver_free(saver, NULL);

@@ -76,7 +76,7 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
 {
         Kbackup__Tree *tree = NULL;
         const Kbackup__Node *node = NULL;
-        struct kb_etcd_hasher h;
+        struct kb_etcd_hasher h = {0};
         struct kb_buf chunk = KB_BUF_INIT;
         uint8_t trailer[KB_ETCD_TRAILER_LEN];
         char *tmp = NULL;
@@ -99,7 +99,9 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
                 rc = kb_err_sys(err, -errno, "cannot create %s", tmp);
                 goto out;
         }
-        kb_etcd_hasher_init(&h);
+        rc = kb_etcd_hasher_init(&h, err);
+        if (rc < 0)
+                goto out;
         for (size_t i = 0; i < node->n_content; i++) {
                 if (node->content[i].len != KB_ID_LEN) {
                         rc = kb_err_set(err, KB_ECORRUPT, "etcd snapshot record is damaged");
@@ -150,6 +152,7 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
         if (rc < 0)
                 kb_err_sys(err, rc, "cannot sync the directory of %s", output);
 out:
+        kb_etcd_hasher_free(&h);
         if (fd >= 0)
                 close(fd);
         if (tmp) {

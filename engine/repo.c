@@ -12,7 +12,7 @@
 #define MARKER_TEXT    "kbackup repository\nformat 1\n"
 #define CONFIG_VERSION 1
 #define CONFIG_AEAD    "xchacha20poly1305"
-#define CONFIG_IDHASH  "blake2b256-keyed"
+#define CONFIG_IDHASH  "hmac-sha256"
 
 void kb_kdf_params_default(struct kb_kdf_params *p)
 {
