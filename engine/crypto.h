@@ -2,8 +2,9 @@
  *
  * Sealed format (every encrypted object and blob): nonce (24 bytes) || ciphertext || tag (16
  * bytes), XChaCha20-Poly1305-IETF. Random 192-bit nonces make accidental reuse negligible even
- * across concurrent writers that share the master key. Chunk ids are a keyed BLAKE2b-256 of the
- * plaintext, so equal content dedups while ids reveal nothing to someone without the key. */
+ * across concurrent writers that share the master key. Chunk ids are HMAC-SHA-256 of the plaintext
+ * under the repository's id key, so equal content dedups while ids reveal nothing without the key;
+ * object names are the SHA-256 of the stored bytes. */
 #ifndef KB_CRYPTO_H
 #define KB_CRYPTO_H
 

@@ -11,11 +11,35 @@ packages=(
         build-essential cmake pkg-config
         libsodium-dev libzstd-dev libprotobuf-c-dev protobuf-c-compiler
         libgrpc-dev protobuf-compiler libcurl4-openssl-dev libyaml-dev
+        libssl-dev libexpat1-dev
         # tests
         libcriterion-dev python3 attr acl e2fsprogs coreutils findutils procps
         etcd-server etcd-client
 )
+# The S3 test server runs on Node.js; a Node.js from elsewhere (NodeSource's bundles npm and
+# conflicts with Debian's npm package) is used as it is.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+# Any aws CLI will do for the interop tests.
+command -v aws >/dev/null 2>&1 || packages+=(awscli)
 packages+=("$@")
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# s3rver, the S3 server the tests run (it checks Signature V4; 5.x needs Node 24), goes into the
+# git-ignored .deps/ of the work tree.
+install_s3rver() {
+        local dir=$repo/.deps/s3rver
+        if grep -qs '"version": "4.0.4"' "$dir/node_modules/@20minutes/s3rver/package.json"; then
+                return 0
+        fi
+        echo "setup.sh: installing s3rver into $dir" >&2
+        mkdir -p "$dir"
+        if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+                @20minutes/s3rver@4.0.4 >&2; then
+                echo "setup.sh: npm install of s3rver failed" >&2
+                exit 1
+        fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +50,7 @@ for p in "${packages[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+        install_s3rver
         exit 0
 fi
 
@@ -50,3 +75,4 @@ if ! { "${as_root[@]}" apt-get update -qq &&
         echo "setup.sh: package installation failed" >&2
         exit 1
 fi
+install_s3rver

@@ -56,7 +56,8 @@ struct kb_backend {
         int read_only;
 };
 
-/* Open the backend a location string names: a filesystem path (or "file:PATH") today.
+/* Open the backend a location string names: a filesystem path (or "file:PATH"), or
+ * "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]".
  * `create` makes the location if missing (for init). */
 int kb_backend_open(const char *location, int create, struct kb_backend **out, struct kb_err *err);
 
@@ -98,5 +99,14 @@ static inline void kb_backend_close(struct kb_backend *be)
 
 /* Filesystem backend (local disk, NFS). */
 int kb_fs_backend_open(const char *path, int create, struct kb_backend **out, struct kb_err *err);
+
+/* S3 backend: "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]"; credentials and options come from the
+ * environment (docs/s3.md). Opening only reads; `create` also makes a missing bucket. */
+int kb_s3_backend_open(const char *location, int create, struct kb_backend **out,
+                       struct kb_err *err);
+/* Remove many objects of one type in batches of 1000 (S3 Multi-Object Delete), for prune;
+ * missing objects are not an error. KB_EUSAGE when `be` is not an S3 backend. */
+int kb_s3_delete_many(struct kb_backend *be, enum kb_obj_type type, const char *const *names,
+                      size_t n, struct kb_err *err);
 
 #endif
