@@ -20,7 +20,7 @@ static const char help[] =
     "  --tag KEY=VALUE        a tag (repeatable)\n"
     "  --threads N            worker threads (default: all cores)\n";
 
-enum { OPT_NAME = OPT_FIRST_COMMAND, OPT_TAG, OPT_THREADS };
+enum { OPT_NAME = OPT_FIRST_COMMAND, OPT_TAG, OPT_THREADS, OPT_FORCE };
 
 static void print_summary(const struct kb_volume_backup_result *res)
 {
@@ -29,11 +29,12 @@ static void print_summary(const struct kb_volume_backup_result *res)
         if (cli.json) {
                 printf("{\"snapshot\":\"%s\",\"files\":%llu,\"dirs\":%llu,\"bytes_read\":%llu,"
                        "\"bytes_new\":%llu,\"bytes_stored\":%llu,\"errors\":%llu,"
-                       "\"duration_sec\":%.3f}\n",
+                       "\"files_unchanged\":%llu,\"parent\":\"%s\",\"duration_sec\":%.3f}\n",
                        res->snapshot_id, (unsigned long long)res->files,
                        (unsigned long long)res->dirs, (unsigned long long)res->bytes_read,
                        (unsigned long long)res->bytes_new, (unsigned long long)res->bytes_stored,
-                       (unsigned long long)res->errors, res->duration_sec);
+                       (unsigned long long)res->errors, (unsigned long long)res->files_unchanged,
+                       res->parent_id, res->duration_sec);
                 return;
         }
         if (!cli.quiet) {
@@ -42,6 +43,9 @@ static void print_summary(const struct kb_volume_backup_result *res)
                 cli_human_bytes(res->bytes_stored, stored, sizeof(stored));
                 printf("files: %llu, dirs: %llu, errors: %llu\n", (unsigned long long)res->files,
                        (unsigned long long)res->dirs, (unsigned long long)res->errors);
+                if (res->parent_id[0])
+                        printf("unchanged since %.8s: %llu files, not read\n", res->parent_id,
+                               (unsigned long long)res->files_unchanged);
                 printf("read: %s, new after dedup: %s, stored after compression: %s\n", read, added,
                        stored);
                 printf("duration: %.2f s (%.1f MB/s)\n", res->duration_sec,
@@ -58,6 +62,7 @@ static int backup_volume(int argc, char **argv)
                                              {"name", required_argument, NULL, OPT_NAME},
                                              {"tag", required_argument, NULL, OPT_TAG},
                                              {"threads", required_argument, NULL, OPT_THREADS},
+                                             {"force", no_argument, NULL, OPT_FORCE},
                                              {NULL, 0, NULL, 0}};
         struct kb_volume_backup_opts o = {0};
         struct kb_volume_backup_result res = {0};
@@ -95,6 +100,9 @@ static int backup_volume(int argc, char **argv)
                                 free(tags);
                                 return cli_usage("backup", "--threads wants a number 1-256");
                         }
+                        break;
+                case OPT_FORCE:
+                        o.no_parent = 1;
                         break;
                 default:
                         free(tags);

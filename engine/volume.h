@@ -25,6 +25,9 @@ struct kb_volume_backup_opts {
         const char *const *tags; /* "KEY=VALUE" strings */
         size_t ntags;
         unsigned threads; /* 0 = all cores */
+        /* Read every file. By default the newest snapshot of the same source (host, path, name)
+         * is the parent, and files unchanged since it (size, mtime, ctime, inode) are not read. */
+        int no_parent;
         kb_progress_cb progress;
         kb_warn_cb warn;
         void *cb_arg;
@@ -32,7 +35,9 @@ struct kb_volume_backup_opts {
 
 struct kb_volume_backup_result {
         char snapshot_id[KB_ID_HEX_LEN + 1];
+        char parent_id[KB_ID_HEX_LEN + 1]; /* "" when there was none */
         uint64_t files, dirs, bytes_read, bytes_new, bytes_stored, errors;
+        uint64_t files_unchanged, bytes_unchanged; /* taken from the parent without reading */
         double duration_sec;
 };
 

@@ -121,6 +121,42 @@ static void idcache_free(struct idcache *cache)
 }
 
 static int backup_dir(struct bctx *c, Kbackup__Node *self, struct kb_arena *parent_arena);
+const Kbackup__Node *kb_vb_prev_node(const struct bctx *c, const char *name)
+{
+        size_t lo = 0, hi = c->prev ? c->prev->n_nodes : 0, len = strlen(name);
+
+        /* Trees are written sorted by name bytes; an unsorted (foreign) one only costs misses. */
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const ProtobufCBinaryData *nm = &c->prev->nodes[mid]->name;
+                size_t n = nm->len < len ? nm->len : len;
+                int cmp = memcmp(nm->data, name, n);
+
+                if (cmp == 0)
+                        cmp = nm->len < len ? -1 : nm->len > len;
+                if (cmp == 0)
+                        return c->prev->nodes[mid];
+                if (cmp < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+/* Load the parent snapshot's tree for subdirectory `name` (NULL when there is none or it cannot
+ * be read: the backup then simply reads everything below). */
+static Kbackup__Tree *prev_subtree(struct bctx *c, const char *name)
+{
+        const Kbackup__Node *p = kb_vb_prev_node(c, name);
+        Kbackup__Tree *t = NULL;
+
+        if (!p || p->type != KBACKUP__NODE_TYPE__NODE_DIR || p->subtree.len != KB_ID_LEN)
+                return NULL;
+        if (kb_repo_tree_load(c->repo, p->subtree.data, &t, NULL) < 0)
+                return NULL;
+        return t;
+}
 
 /* A subdirectory: its metadata, then its tree. Returns <0 fatal, 0 done, 1 omitted. */
 static int backup_subdir(struct bctx *c, int dirfd, const char *name, const struct stat *lst,
@@ -163,7 +199,14 @@ static int backup_subdir(struct bctx *c, int dirfd, const char *name, const stru
         rc = kb_dirstack_push(&c->ds, fd);
         if (rc < 0)
                 return kb_err_sys(c->err, rc, "%s", kb_vb_path(c));
+        const Kbackup__Tree *outer = c->prev;
+        Kbackup__Tree *inner = prev_subtree(c, name);
+
+        c->prev = inner;
         rc = backup_dir(c, n, a);
+        c->prev = outer;
+        if (inner)
+                kbackup__tree__free_unpacked(inner, NULL);
         int prc = kb_dirstack_pop(&c->ds);
         if (rc == 0 && prc < 0)
                 rc =
@@ -450,6 +493,10 @@ static int save_snapshot(struct bctx *c, const char *src, Kbackup__Node *root, i
         stats.duration_sec = kb_volclock() - start_mono;
 
         snap.time_unix_nsec = start_ns; /* when the walk began, not when it ended */
+        if (c->have_parent) {
+                snap.parent.data = c->parent_id;
+                snap.parent.len = KB_ID_LEN;
+        }
         snap.source_path = (char *)src;
         snap.tree = root->subtree;
         snap.stats = &stats;
@@ -466,10 +513,42 @@ static int save_snapshot(struct bctx *c, const char *src, Kbackup__Node *root, i
                 res->bytes_new = stats.bytes_new;
                 res->bytes_stored = stats.bytes_stored;
                 res->errors = stats.errors;
+                res->files_unchanged = c->files_unchanged;
+                res->bytes_unchanged = c->bytes_unchanged;
+                if (c->have_parent)
+                        kb_hex_encode(c->parent_id, KB_ID_LEN, res->parent_id);
                 res->duration_sec = stats.duration_sec;
         }
         kb_snapshot_meta_free(&meta);
         return rc;
+}
+
+/* The newest earlier snapshot of the same source (kind, host, path and name): its trees let
+ * unchanged files be skipped. Loads its root tree into *tree; leaves *tree NULL when none. */
+static void find_parent(struct bctx *c, const char *src, const char *host, Kbackup__Tree **tree,
+                        uint8_t parent_id[KB_ID_LEN], int *found)
+{
+        const char *name = c->o && c->o->name ? c->o->name : "";
+        struct kb_snapshot_list l;
+
+        *tree = NULL;
+        *found = 0;
+        if ((c->o && c->o->no_parent) || kb_repo_snapshot_list(c->repo, &l, NULL) < 0)
+                return;
+        for (size_t i = l.count; i > 0; i--) {
+                const Kbackup__Snapshot *s = l.items[i - 1].snap;
+
+                if (strcmp(s->kind, "volume") || strcmp(s->source_path, src) ||
+                    strcmp(s->host, host) || strcmp(s->name, name))
+                        continue;
+                if (kb_hex_decode(l.items[i - 1].id, parent_id, KB_ID_LEN) == 0) {
+                        *found = 1;
+                        if (s->tree.len == KB_ID_LEN)
+                                kb_repo_tree_load(c->repo, s->tree.data, tree, NULL);
+                }
+                break;
+        }
+        kb_snapshot_list_free(&l);
 }
 
 int kb_volume_backup(struct kb_repo *repo, const char *path,
@@ -479,6 +558,7 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
         struct bctx c = {.repo = repo, .o = opts, .err = err};
         struct kb_arena root_arena = {0};
         Kbackup__Node root = KBACKUP__NODE__INIT;
+        Kbackup__Tree *prev_root = NULL;
         struct timespec now;
         double start_mono = kb_volclock();
         char *src = NULL;
@@ -541,6 +621,13 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
         rc = kb_saver_new(repo, opts ? opts->threads : 0, (size_t)64 << 20, &c.saver, err);
         if (rc < 0)
                 goto fail_fd;
+        {
+                char host[256] = "";
+
+                gethostname(host, sizeof(host) - 1);
+                find_parent(&c, src, host, &prev_root, c.parent_id, &c.have_parent);
+                c.prev = prev_root;
+        }
         kb_dirstack_init(&c.ds, DIR_FD_BUDGET, O_NOATIME);
         rc = kb_dirstack_push(&c.ds, fd);
         if (rc < 0)
@@ -575,6 +662,8 @@ done:
         idcache_free(&c.groups);
         kb_relpath_free(&c.path);
         kb_arena_free(&root_arena);
+        if (prev_root)
+                kbackup__tree__free_unpacked(prev_root, NULL);
         free(src);
         if (rc == 0 && c.errors)
                 rc = kb_err_set(err, KB_EPARTIAL,

@@ -56,7 +56,13 @@ struct bctx {
         struct kb_relpath path;
         struct hl_map links;
         struct idcache users, groups;
+        /* The same directory in the parent snapshot (NULL: none): files whose size, mtime, ctime
+         * and inode are unchanged take their chunk list from it without being read. */
+        const Kbackup__Tree *prev;
+        uint8_t parent_id[KB_ID_LEN];
+        int have_parent;
         uint64_t files, dirs, bytes_read, errors;
+        uint64_t files_unchanged, bytes_unchanged;
         uint64_t tree_new, tree_stored;
         uint64_t files_total, bytes_total; /* estimates for progress, 0 when unknown */
         double last_progress;
@@ -79,6 +85,9 @@ int kb_vb_link_member(struct bctx *c, struct hl_entry *e, struct kb_arena *a, Kb
 /* The first member of a link group: remember it; *group receives the new group number. */
 int kb_vb_remember_links(struct bctx *c, const struct stat *st, const Kbackup__Node *n,
                          uint64_t *group);
+/* The entry `name` of the parent snapshot's current directory, or NULL. */
+const Kbackup__Node *kb_vb_prev_node(const struct bctx *c, const char *name);
+
 /* A regular file: metadata, xattrs, content. Returns <0 fatal, 0 done, 1 omitted (reported). */
 int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_arena *a,
                       struct kb_saver_group *dir_group, Kbackup__Node *n);

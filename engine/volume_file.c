@@ -412,6 +412,57 @@ int kb_vb_remember_links(struct bctx *c, const struct stat *st, const Kbackup__N
 }
 
 /* A regular file. Returns <0 fatal, 0 done, 1 omitted (reported). */
+/* Is the parent snapshot's node for this file still true of it, with every chunk still stored?
+ * ctime catches content rewritten with a restored mtime; the inode catches a replaced file. */
+static int unchanged(struct bctx *c, const Kbackup__Node *p, const struct stat *st)
+{
+        if (!p || p->type != KBACKUP__NODE_TYPE__NODE_FILE || p->link_group ||
+            p->size != (uint64_t)st->st_size || p->mtime_sec != st->st_mtim.tv_sec ||
+            p->mtime_nsec != (uint32_t)st->st_mtim.tv_nsec || p->ctime_sec != st->st_ctim.tv_sec ||
+            p->ctime_nsec != (uint32_t)st->st_ctim.tv_nsec || p->inode != (uint64_t)st->st_ino ||
+            (p->size && !p->n_content && !p->sparse))
+                return 0;
+        for (size_t i = 0; i < p->n_content; i++)
+                if (p->content[i].len != KB_ID_LEN ||
+                    !kb_repo_blob_known(c->repo, p->content[i].data))
+                        return 0;
+        return 1;
+}
+
+/* Take content, extents and the sparse flag from the parent's node. */
+static int reuse(struct kb_arena *a, const Kbackup__Node *p, Kbackup__Node *n)
+{
+        if (p->n_content) {
+                n->content = kb_arena_alloc(a, p->n_content * sizeof(*n->content));
+                if (!n->content)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_content; i++) {
+                        n->content[i].len = KB_ID_LEN;
+                        n->content[i].data = kb_arena_dup(a, p->content[i].data, KB_ID_LEN);
+                        if (!n->content[i].data)
+                                return -ENOMEM;
+                }
+                n->n_content = p->n_content;
+        }
+        n->sparse = p->sparse;
+        if (p->n_extents) {
+                Kbackup__Extent **v = kb_arena_alloc(a, p->n_extents * sizeof(*v));
+                Kbackup__Extent *e = kb_arena_alloc(a, p->n_extents * sizeof(*e));
+
+                if (!v || !e)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_extents; i++) {
+                        kbackup__extent__init(&e[i]);
+                        e[i].offset = p->extents[i]->offset;
+                        e[i].length = p->extents[i]->length;
+                        v[i] = &e[i];
+                }
+                n->extents = v;
+                n->n_extents = p->n_extents;
+        }
+        return 0;
+}
+
 int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_arena *a,
                       struct kb_saver_group *dir_group, Kbackup__Node *n)
 {
@@ -441,6 +492,17 @@ int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_are
                 goto oom;
         if (rc < 0)
                 kb_vb_warn(c, 1, "%s: cannot read xattrs: %s", kb_vb_path(c), strerror(-rc));
+
+        if (st0.st_nlink == 1 && unchanged(c, kb_vb_prev_node(c, name), &st0)) {
+                if (reuse(a, kb_vb_prev_node(c, name), n) < 0)
+                        goto oom;
+                c->files++;
+                c->files_unchanged++;
+                c->bytes_unchanged += n->size;
+                c->bytes_read += n->size; /* logical bytes of the snapshot, as for read files */
+                rc = 0;
+                goto out;
+        }
 
         nrg = file_ranges(fd, &st0, &rg, &sparse);
         if (nrg < 0)
