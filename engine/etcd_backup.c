@@ -157,7 +157,6 @@ static int save_tree(struct kb_repo *repo, const struct kb_chunkstream *cs, uint
         Kbackup__Node node = KBACKUP__NODE__INIT, *nodes[1] = {&node};
         ProtobufCBinaryData *content;
         const uint8_t *ids;
-        struct timespec now;
         size_t n;
         int rc;
 
@@ -169,14 +168,13 @@ static int save_tree(struct kb_repo *repo, const struct kb_chunkstream *cs, uint
                 content[i].data = (uint8_t *)ids + i * KB_ID_LEN;
                 content[i].len = KB_ID_LEN;
         }
-        clock_gettime(CLOCK_REALTIME, &now);
         node.name.data = (uint8_t *)KB_ETCD_SNAPSHOT_FILE;
         node.name.len = strlen(KB_ETCD_SNAPSHOT_FILE);
         node.type = KBACKUP__NODE_TYPE__NODE_FILE;
         node.mode = 0600;
         node.size = size;
-        node.mtime_sec = node.atime_sec = now.tv_sec;
-        node.mtime_nsec = node.atime_nsec = (uint32_t)now.tv_nsec;
+        /* No times: the snapshot record has them, and an unchanged database then yields the
+         * same tree blob, which dedups like its chunks. */
         node.n_content = n;
         node.content = content;
         tree.n_nodes = 1;

@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib.sh"
 REPO=$KB_TMP/repo
 NKEYS=${KB_ETCD_DEDUP_KEYS:-20000}
 
-etcd_start
+etcd_start --name dedup
 etcd_load --quiet load --count "$NKEYS" --seed 11
 kb_init "$REPO"
 

@@ -12,7 +12,7 @@ REPO=$KB_TMP/repo
 SRC=$KB_TMP/src
 NBIG=${KB_ETCD_FAULT_KEYS:-1600} # x 100 KiB: a ~165 MB db
 
-etcd_start
+etcd_start --name fault
 EP=$ETCD_ENDPOINT
 EDIR=$ETCD_DIR
 EPID=$ETCD_PID
@@ -110,7 +110,7 @@ rm -f "$EDIR/etcd.pid"
 check_repo 0
 
 # 3. etcd restarts on the same data dir; a backup works again and comes back whole.
-etcd_start -- --data-dir "$EDIR/data"
+etcd_start --name fault -- --data-dir "$EDIR/data"
 EP=$ETCD_ENDPOINT
 n=$(ectl get /registry/ --prefix --keys-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))')
 ((n == NBIG)) || fail "restarted etcd has $n keys, want $NBIG"

@@ -106,7 +106,7 @@ grep -qi "exist" "$KB_ERR" || fail "no 'exists' in the error: $(cat "$KB_ERR")"
 echo "precious" >"$KB_TMP/out/other"
 expect_exit nonzero kb --repo "$REPO" restore etcd "$id" --output "$KB_TMP/out/other"
 [[ $(cat "$KB_TMP/out/other") == precious ]] || fail "restore etcd overwrote an existing file"
-[[ $(ls -A "$KB_TMP/out" | sort | tr '\n' ' ') == "etcd.db other " ]] ||
+[[ $(find "$KB_TMP/out" -mindepth 1 -printf '%f\n' | sort | tr '\n' ' ') == "etcd.db other " ]] ||
         fail "failed restores left files: $(ls -A "$KB_TMP/out")"
 
 # A volume snapshot is not an etcd snapshot.
