@@ -68,6 +68,7 @@ static int backup_volume(int argc, char **argv)
         struct kb_volume_backup_result res = {0};
         struct kb_err err = {0};
         struct kb_repo *repo = NULL;
+        struct kb_lock *lock = NULL;
         const char **tags = calloc((size_t)argc, sizeof(*tags));
         char *end;
         int c, r, code;
@@ -116,14 +117,14 @@ static int backup_volume(int argc, char **argv)
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;
-        code = cli_open_repo(0, &repo);
+        code = cli_open_locked(CLI_LOCK_SHARED, "backup", 0, &repo, &lock);
         if (code != KB_EXIT_OK) {
                 free(tags);
                 return code;
         }
         r = kb_volume_backup(repo, argv[optind], &o, &res, &err);
         cli_progress_done();
-        kb_repo_close(repo);
+        cli_close_locked(repo, lock);
         free(tags);
         if (r < 0 && r != KB_EPARTIAL)
                 return cli_fail(&err, r);
@@ -145,10 +146,13 @@ int cmd_backup(int argc, char **argv)
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
                 fputs(help, stdout);
                 printf(
-                    "\nor: kbackup backup etcd --endpoints URL ... (kbackup backup etcd --help)\n");
+                    "\nor: kbackup backup etcd --endpoints URL ... (kbackup backup etcd --help)\n"
+                    "or: kbackup backup --cluster NAME (kbackup backup --cluster x --help)\n");
                 return KB_EXIT_OK;
         }
+        if (argc >= 2 && argv[1][0] == '-')
+                return cli_set_backup(argc, argv); /* backup --cluster NAME (cmd_set.c) */
         return cli_usage("backup",
-                         "what to back up? 'kbackup backup volume PATH' or 'kbackup backup etcd "
-                         "--endpoints URL'");
+                         "what to back up? 'kbackup backup volume PATH', 'kbackup backup etcd "
+                         "--endpoints URL' or 'kbackup backup --cluster NAME'");
 }

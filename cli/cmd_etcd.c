@@ -32,34 +32,19 @@ static const char backup_help[] =
 
 static const char restore_help[] =
     "Usage: kbackup restore etcd SNAPSHOT --output FILE\n"
+    "   or: kbackup restore etcd SNAPSHOT --endpoints URLS ... (keys into a live etcd; see\n"
+    "       kbackup restore etcd --endpoints x --help)\n"
     "\n"
     "Write an etcd snapshot back out, byte for byte as etcd streamed it (the database and its\n"
     "sha256 trailer), atomically, so that 'etcdctl snapshot restore FILE' accepts it. FILE must\n"
     "not exist. See docs/dr-runbook.md for the steps from that file to a running etcd.\n";
 
 enum {
-        OPT_ENDPOINTS = OPT_FIRST_COMMAND,
-        OPT_CACERT,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_USER,
-        OPT_NAME,
+        OPT_NAME = OPT_FIRST_COMMAND,
         OPT_TAG,
         OPT_THREADS,
-        OPT_TIMEOUT,
         OPT_OUTPUT,
 };
-
-/* Split "a,b,c" in place. */
-static size_t split_endpoints(char *s, const char **out, size_t max)
-{
-        size_t n = 0;
-
-        for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
-                if (*tok)
-                        out[n++] = tok;
-        return n;
-}
 
 static void print_backup(const struct kb_etcd_backup_result *r)
 {
@@ -101,26 +86,20 @@ static void print_backup(const struct kb_etcd_backup_result *r)
 int cli_etcd_backup(int argc, char **argv)
 {
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
-                                             {"endpoints", required_argument, NULL, OPT_ENDPOINTS},
-                                             {"cacert", required_argument, NULL, OPT_CACERT},
-                                             {"cert", required_argument, NULL, OPT_CERT},
-                                             {"key", required_argument, NULL, OPT_KEY},
-                                             {"user", required_argument, NULL, OPT_USER},
+                                             CLI_ETCD_CONN_OPTIONS,
                                              {"name", required_argument, NULL, OPT_NAME},
                                              {"tag", required_argument, NULL, OPT_TAG},
                                              {"threads", required_argument, NULL, OPT_THREADS},
-                                             {"timeout", required_argument, NULL, OPT_TIMEOUT},
                                              {NULL, 0, NULL, 0}};
         struct kb_etcd_backup_opts o = {0};
         struct kb_etcd_backup_result res = {0};
         struct kb_err err = {0};
         struct kb_repo *repo = NULL;
-        const char *endpoints[32];
+        struct kb_lock *lock = NULL;
+        struct cli_etcd_conn ec = {0};
         const char **tags = calloc((size_t)argc, sizeof(*tags));
-        char *eps = NULL, *pw = NULL, *end;
-        size_t pwlen = 0;
+        char *end;
         int c, r, code = KB_EXIT_OK;
-        long v;
 
         if (!tags)
                 return KB_EXIT_ERROR;
@@ -130,22 +109,14 @@ int cli_etcd_backup(int argc, char **argv)
                         goto done;
                 if (r > 0)
                         continue;
+                r = cli_etcd_conn_option(c, &ec, "backup");
+                if (r == 1)
+                        continue;
+                if (r > 1) {
+                        code = r;
+                        goto done;
+                }
                 switch (c) {
-                case OPT_ENDPOINTS:
-                        eps = optarg;
-                        break;
-                case OPT_CACERT:
-                        o.conn.cacert = optarg;
-                        break;
-                case OPT_CERT:
-                        o.conn.cert = optarg;
-                        break;
-                case OPT_KEY:
-                        o.conn.key = optarg;
-                        break;
-                case OPT_USER:
-                        o.conn.user = optarg;
-                        break;
                 case OPT_NAME:
                         o.name = optarg;
                         break;
@@ -163,15 +134,6 @@ int cli_etcd_backup(int argc, char **argv)
                                 goto done;
                         }
                         break;
-                case OPT_TIMEOUT:
-                        v = strtol(optarg, &end, 10);
-                        if (*end || v < 1 || v > 3600) {
-                                code = cli_usage("backup", "--timeout wants seconds, 1-3600");
-                                goto done;
-                        }
-                        o.conn.connect_timeout_ms = (int)v * 1000;
-                        o.conn.timeout_ms = (int)v * 1000;
-                        break;
                 default:
                         code = cli_usage("backup", "bad option");
                         goto done;
@@ -181,38 +143,27 @@ int cli_etcd_backup(int argc, char **argv)
                 code = cli_usage("backup", "unexpected argument '%s'", argv[optind]);
                 goto done;
         }
-        if (!eps || !(o.n_endpoints = split_endpoints(eps, endpoints, 32))) {
-                code = cli_usage("backup", "backup etcd needs --endpoints URL[,URL...]");
+        code = cli_etcd_conn_finish(&ec, "backup etcd", 0);
+        if (code != KB_EXIT_OK)
                 goto done;
-        }
-        if ((o.conn.cert != NULL) != (o.conn.key != NULL)) {
-                code = cli_usage("backup", "--cert and --key go together");
-                goto done;
-        }
-        o.endpoints = endpoints;
+        o.endpoints = ec.endpoints;
+        o.n_endpoints = ec.n_endpoints;
+        o.conn = ec.conn;
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;
-        if (o.conn.user) {
-                r = cli_secret("KBACKUP_ETCD_PASSWORD", &pw, &pwlen, &err);
-                if (r < 0) {
-                        code = cli_fail(&err, r);
-                        goto done;
-                }
-                o.conn.password = pw;
-        }
-        code = cli_open_repo(0, &repo);
+        code = cli_open_locked(CLI_LOCK_SHARED, "backup etcd", 0, &repo, &lock);
         if (code != KB_EXIT_OK)
                 goto done;
         r = kb_etcd_backup(repo, &o, &res, &err);
         cli_progress_done();
-        kb_repo_close(repo);
+        cli_close_locked(repo, lock);
         if (r < 0)
                 code = cli_fail(&err, r);
         else
                 print_backup(&res);
 done:
-        cli_password_free(pw, pwlen);
+        cli_etcd_conn_free(&ec);
         free(tags);
         return code;
 }
@@ -225,9 +176,13 @@ int cli_etcd_restore(int argc, char **argv)
         struct kb_snapshot_list l = {0};
         struct kb_err err = {0};
         struct kb_repo *repo;
+        struct kb_lock *lock;
         const char *output = NULL;
         int c, r, code;
 
+        for (c = 1; c < argc; c++)
+                if (!strncmp(argv[c], "--endpoints", 11))
+                        return cli_etcd_restore_keys(argc, argv); /* into a live etcd */
         while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
                 r = cli_common_option(c, restore_help);
                 if (r < 0)
@@ -242,8 +197,9 @@ int cli_etcd_restore(int argc, char **argv)
         if (optind + 1 != argc)
                 return cli_usage("restore", "restore etcd wants exactly one SNAPSHOT");
         if (!output || !*output)
-                return cli_usage("restore", "restore etcd needs --output FILE");
-        code = cli_open_repo(KB_REPO_READ_ONLY, &repo);
+                return cli_usage("restore", "restore etcd needs --output FILE (a snapshot file) or "
+                                            "--endpoints URLS (keys into a live etcd)");
+        code = cli_open_locked(CLI_LOCK_READ, "restore etcd", 0, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
         r = kb_repo_snapshot_list(repo, &l, &err);
@@ -255,7 +211,7 @@ int cli_etcd_restore(int argc, char **argv)
                 kb_snapshot_list_free(&l);
         }
         cli_progress_done();
-        kb_repo_close(repo);
+        cli_close_locked(repo, lock);
         if (r < 0)
                 return cli_fail(&err, r);
         if (!cli.quiet && !cli.json)

@@ -89,6 +89,7 @@ int cmd_ls(int argc, char **argv)
         static const struct option opts[] = {CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
         struct kb_snapshot_list l;
         struct kb_repo *repo;
+        struct kb_lock *lock;
         struct kb_err err = {0};
         int c, r, code;
 
@@ -101,7 +102,7 @@ int cmd_ls(int argc, char **argv)
         }
         if (optind >= argc || argc - optind > 2)
                 return cli_usage("ls", "ls wants SNAPSHOT [PATH]");
-        code = cli_open_repo(KB_REPO_READ_ONLY, &repo);
+        code = cli_open_locked(CLI_LOCK_READ, "ls", 0, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
         r = kb_repo_snapshot_list(repo, &l, &err);
@@ -112,7 +113,7 @@ int cmd_ls(int argc, char **argv)
                                            NULL, &err);
                 kb_snapshot_list_free(&l);
         }
-        kb_repo_close(repo);
+        cli_close_locked(repo, lock);
         if (r < 0)
                 return cli_fail(&err, r);
         return KB_EXIT_OK;

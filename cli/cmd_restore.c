@@ -34,6 +34,7 @@ static int restore_volume(int argc, char **argv)
         struct kb_snapshot_list l = {0};
         struct kb_err err = {0};
         struct kb_repo *repo;
+        struct kb_lock *lock;
         const char *target = NULL;
         char bytes[32], *end;
         int c, r, code;
@@ -67,7 +68,7 @@ static int restore_volume(int argc, char **argv)
         o.restore_owner = geteuid() == 0;
         o.progress = cli_progress;
         o.warn = cli_warn;
-        code = cli_open_repo(KB_REPO_READ_ONLY, &repo);
+        code = cli_open_locked(CLI_LOCK_READ, "restore", 0, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
         r = kb_repo_snapshot_list(repo, &l, &err);
@@ -78,7 +79,7 @@ static int restore_volume(int argc, char **argv)
                 kb_snapshot_list_free(&l);
         }
         cli_progress_done();
-        kb_repo_close(repo);
+        cli_close_locked(repo, lock);
         if (r < 0 && r != KB_EPARTIAL)
                 return cli_fail(&err, r);
         if (cli.json) {
@@ -110,10 +111,16 @@ int cmd_restore(int argc, char **argv)
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
                 fputs(help, stdout);
                 printf("\nor: kbackup restore etcd SNAPSHOT --output FILE (kbackup restore etcd "
-                       "--help)\n");
+                       "--help)\n"
+                       "or: kbackup restore BACKUP --to-cluster NAME (kbackup restore x "
+                       "--to-cluster y --help)\n");
                 return KB_EXIT_OK;
         }
+        for (int i = 1; i < argc; i++)
+                if (!strncmp(argv[i], "--to-cluster", 12))
+                        return cli_set_restore(argc, argv); /* a backup set (cmd_set.c) */
         return cli_usage("restore",
-                         "what to restore? 'kbackup restore volume SNAPSHOT --target DIR' or "
-                         "'kbackup restore etcd SNAPSHOT --output FILE'");
+                         "what to restore? 'kbackup restore volume SNAPSHOT --target DIR', "
+                         "'kbackup restore etcd SNAPSHOT --output FILE' or 'kbackup restore "
+                         "BACKUP --to-cluster NAME'");
 }

@@ -20,6 +20,13 @@ static const char usage[] =
     "  restore volume SNAPSHOT       restore a volume snapshot into --target DIR\n"
     "  restore etcd SNAPSHOT         write an etcd snapshot file (--output FILE) for\n"
     "                                'etcdctl snapshot restore'\n"
+    "  forget [--keep-* N] [--prune]  remove snapshots by a retention policy\n"
+    "  prune                         remove data no snapshot uses any more\n"
+    "  check [--read-data]           verify the repository's structure (and data)\n"
+    "  stats [SNAPSHOT]              sizes: logical, after dedup, stored; ratios\n"
+    "  key list|add|remove|passwd    manage the passwords that open the repository\n"
+    "  unlock [--all]                list locks, remove stale ones\n"
+    "  etcd ls|get|diff|info ...     read the keys inside etcd snapshots (kbackup etcd --help)\n"
     "\n"
     "Options for every command:\n"
     "  --repo LOCATION               repository (default: $KBACKUP_REPOSITORY): a directory\n"
@@ -29,6 +36,10 @@ static const char usage[] =
     "  -q, --quiet                   no progress or summary\n"
     "  -h, --help                    help (also after a command: kbackup backup --help)\n"
     "  --version                     print the version\n"
+    "  --lock-wait DURATION          wait this long for a conflicting repository lock\n"
+    "                                (default $KBACKUP_LOCK_WAIT, else 10m)\n"
+    "  --no-lock                     read without a lock, the repository opened read-only\n"
+    "                                (restore, ls, check, stats)\n"
     "\n"
     "SNAPSHOT is a full id, a unique prefix of one, or 'latest'.\n"
     "\n"
@@ -46,7 +57,10 @@ struct command {
 
 static const struct command commands[] = {
     {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
-    {"ls", cmd_ls},     {"restore", cmd_restore}, {NULL, NULL},
+    {"ls", cmd_ls},     {"restore", cmd_restore}, {"etcd", cmd_etcd},
+    {"forget", cmd_forget}, {"prune", cmd_prune}, {"check", cmd_check},
+    {"key", cmd_key},       {"stats", cmd_stats}, {"unlock", cmd_unlock},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)
@@ -72,6 +86,10 @@ int main(int argc, char **argv)
                         else
                                 cli.password_file = argv[i + 1];
                         i++;
+                } else if (!strcmp(argv[i], "--no-lock")) {
+                        cli_no_lock = 1;
+                } else if (!strcmp(argv[i], "--lock-wait") && i + 1 < argc) {
+                        cli_lock_wait = argv[++i];
                 } else if (!strncmp(argv[i], "--repo=", 7)) {
                         cli.repo = argv[i] + 7;
                 } else if (!strncmp(argv[i], "--password-file=", 16)) {

@@ -30,6 +30,8 @@ struct kb_etcd_backup_opts {
         /* Members whose applied raft index trails the most advanced member by more than this are
          * refused as sources. */
         uint64_t max_lag;
+        const char *set_id;  /* member of this backup set (backup --cluster), or NULL */
+        const char *cluster; /* ... taken from this cluster profile, or NULL */
         kb_progress_cb progress;
         kb_warn_cb warn; /* a member that could not be asked or was refused, and why */
         void *cb_arg;
@@ -56,6 +58,12 @@ int kb_etcd_backup(struct kb_repo *repo, const struct kb_etcd_backup_opts *opts,
  * written. */
 int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, const char *output,
                          kb_progress_cb progress, void *cb_arg, struct kb_err *err);
+
+/* Find the snapshot file node (KB_ETCD_SNAPSHOT_FILE) in an etcd snapshot's tree. On success the
+ * caller frees *tree (kbackup__tree__free_unpacked), which owns *node. KB_EUSAGE for a snapshot of
+ * another kind. */
+int kb_etcd_snapshot_node(struct kb_repo *repo, const Kbackup__Snapshot *snap, Kbackup__Tree **tree,
+                          const Kbackup__Node **node, struct kb_err *err);
 
 /* Check a complete stream buffer's trailer (database || sha256(database)). KB_ECORRUPT on a
  * mismatch or a stream shorter than the trailer. */

@@ -199,6 +199,10 @@ static int record(struct kb_repo *repo, const struct kb_etcd_backup_opts *o, con
                                    o->ntags, err);
         if (rc < 0)
                 return rc;
+        if (o->set_id)
+                snap.set_id = (char *)o->set_id;
+        if (o->cluster)
+                snap.cluster = (char *)o->cluster;
         info.cluster_id = m->st.cluster_id;
         info.member_id = m->st.member_id;
         info.member_name = (char *)member_name;

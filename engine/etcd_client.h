@@ -1,5 +1,6 @@
 /* etcd_client.h - a small etcd v3 client over the gRPC C core: connect (plain or TLS with client
- * certificates), authenticate, Status, MemberList, the Snapshot stream, and KV Range/Txn.
+ * certificates), authenticate, Status, MemberList, the Snapshot stream, KV Range/Txn, and
+ * LeaseGrant.
  *
  * One struct kb_etcd is one channel to one endpoint, for one thread at a time. Error messages
  * name the endpoint and say what went wrong in the user's terms; the codes tell them apart:
@@ -101,6 +102,32 @@ typedef int (*kb_etcd_kv_cb)(const struct kb_etcd_kv *kv, void *arg);
 int kb_etcd_range(struct kb_etcd *c, const void *key, size_t klen, const void *range_end,
                   size_t relen, int64_t revision, int64_t limit, kb_etcd_kv_cb cb, void *arg,
                   int64_t *rev_out, struct kb_err *err);
+
+/* One key of a conditional Txn (kb_etcd_txn_cas): the Txn succeeds only when the key's
+ * mod_revision equals expect_mod (0: the key is absent). */
+struct kb_etcd_cas {
+        const uint8_t *key;
+        size_t klen;
+        const uint8_t *val;
+        size_t vlen;
+        int64_t lease;      /* for the put; 0: none */
+        int64_t expect_mod; /* 0: must be absent */
+};
+
+/* What a key holds now, per item, when a kb_etcd_txn_cas did not succeed: kv is NULL when the key
+ * is absent. A non-zero return stops and is returned. */
+typedef int (*kb_etcd_cas_cb)(size_t i, const struct kb_etcd_kv *kv, void *arg);
+
+/* One Txn: compare every item's mod_revision with its expect_mod; if all hold, put every item
+ * (when do_put; with do_put 0 nothing is written either way: a check) and set *succeeded = 1.
+ * Otherwise nothing is written, *succeeded = 0, and cb (may be NULL) learns what each key holds
+ * now, read in the same Txn. n is limited by the server like kb_etcd_txn_put. */
+int kb_etcd_txn_cas(struct kb_etcd *c, const struct kb_etcd_cas *items, size_t n, int do_put,
+                    int *succeeded, kb_etcd_cas_cb cb, void *arg, struct kb_err *err);
+
+/* Grant a lease of ttl seconds; *id (and *granted_ttl, may be NULL) from the server. */
+int kb_etcd_lease_grant(struct kb_etcd *c, int64_t ttl, int64_t *id, int64_t *granted_ttl,
+                        struct kb_err *err);
 
 /* gRPC library lifetime: call once at program start / end (kb_etcd_connect inits lazily too). */
 void kb_etcd_global_init(void);

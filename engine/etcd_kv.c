@@ -1,4 +1,5 @@
-/* etcd_kv.c - KV calls: Put, a Txn of puts, and Range walked in pages at one revision. */
+/* etcd_kv.c - KV calls: Put, a Txn of puts, a conditional Txn, Range walked in pages at one
+ * revision; and LeaseGrant. */
 #include "etcd_int.h"
 
 #include <errno.h>
@@ -142,5 +143,155 @@ int kb_etcd_range(struct kb_etcd *c, const void *key, size_t klen, const void *r
         if (rev_out)
                 *rev_out = revision;
         free(cur);
+        return rc;
+}
+
+int kb_etcd_txn_cas(struct kb_etcd *c, const struct kb_etcd_cas *items, size_t n, int do_put,
+                    int *succeeded, kb_etcd_cas_cb cb, void *arg, struct kb_err *err)
+{
+        Kbetcd__TxnRequest req = KBETCD__TXN_REQUEST__INIT;
+        Kbetcd__Compare *cmps = NULL, **cmpp = NULL;
+        Kbetcd__RequestOp *puts_op = NULL, **putp = NULL, *rng_op = NULL, **rngp = NULL;
+        Kbetcd__PutRequest *puts = NULL;
+        Kbetcd__RangeRequest *rngs = NULL;
+        Kbetcd__TxnResponse *r;
+        ProtobufCMessage *m;
+        size_t i;
+        int rc;
+
+        *succeeded = 0;
+        if (!n) {
+                *succeeded = 1;
+                return 0;
+        }
+        cmps = calloc(n, sizeof(*cmps));
+        cmpp = calloc(n, sizeof(*cmpp));
+        puts_op = calloc(n, sizeof(*puts_op));
+        putp = calloc(n, sizeof(*putp));
+        puts = calloc(n, sizeof(*puts));
+        rng_op = calloc(n, sizeof(*rng_op));
+        rngp = calloc(n, sizeof(*rngp));
+        rngs = calloc(n, sizeof(*rngs));
+        if (!cmps || !cmpp || !puts_op || !putp || !puts || !rng_op || !rngp || !rngs) {
+                rc = kb_err_sys(err, -ENOMEM, "etcd txn of %zu keys", n);
+                goto out;
+        }
+        for (i = 0; i < n; i++) {
+                kbetcd__compare__init(&cmps[i]);
+                cmps[i].result = KBETCD__COMPARE__COMPARE_RESULT__EQUAL;
+                cmps[i].target = KBETCD__COMPARE__COMPARE_TARGET__MOD;
+                cmps[i].key.data = (uint8_t *)items[i].key;
+                cmps[i].key.len = items[i].klen;
+                /* A oneof member is sent even when 0: mod_revision 0 is "absent". */
+                cmps[i].target_union_case = KBETCD__COMPARE__TARGET_UNION_MOD_REVISION;
+                cmps[i].mod_revision = items[i].expect_mod;
+                cmpp[i] = &cmps[i];
+
+                kbetcd__put_request__init(&puts[i]);
+                puts[i].key.data = (uint8_t *)items[i].key;
+                puts[i].key.len = items[i].klen;
+                puts[i].value.data = (uint8_t *)items[i].val;
+                puts[i].value.len = items[i].vlen;
+                puts[i].lease = items[i].lease;
+                kbetcd__request_op__init(&puts_op[i]);
+                puts_op[i].request_case = KBETCD__REQUEST_OP__REQUEST_REQUEST_PUT;
+                puts_op[i].request_put = &puts[i];
+                putp[i] = &puts_op[i];
+
+                kbetcd__range_request__init(&rngs[i]);
+                rngs[i].key.data = (uint8_t *)items[i].key;
+                rngs[i].key.len = items[i].klen;
+                kbetcd__request_op__init(&rng_op[i]);
+                rng_op[i].request_case = KBETCD__REQUEST_OP__REQUEST_REQUEST_RANGE;
+                rng_op[i].request_range = &rngs[i];
+                rngp[i] = &rng_op[i];
+        }
+        req.n_compare = n;
+        req.compare = cmpp;
+        if (do_put) {
+                req.n_success = n;
+                req.success = putp;
+        }
+        if (cb) {
+                req.n_failure = n;
+                req.failure = rngp;
+        }
+        rc = kb_etcd_unary(c, KB_PH_CALL, "/etcdserverpb.KV/Txn", &req.base,
+                           &kbetcd__txn_response__descriptor, &m, err);
+        if (rc)
+                goto out;
+        r = (Kbetcd__TxnResponse *)m;
+        *succeeded = r->succeeded ? 1 : 0;
+        if (!r->succeeded && cb) {
+                if (r->n_responses != n) {
+                        rc = kb_err_set(err, -EPROTO,
+                                        "etcd %s: Txn answered %zu ranges for %zu keys",
+                                        kb_etcd_endpoint(c), r->n_responses, n);
+                }
+                for (i = 0; i < n && !rc; i++) {
+                        Kbetcd__ResponseOp *op = r->responses[i];
+                        Kbetcd__RangeResponse *rr;
+                        struct kb_etcd_kv kv;
+
+                        if (op->response_case != KBETCD__RESPONSE_OP__RESPONSE_RESPONSE_RANGE) {
+                                rc = kb_err_set(err, -EPROTO, "etcd %s: Txn answer %zu is no range",
+                                                kb_etcd_endpoint(c), i);
+                                break;
+                        }
+                        rr = op->response_range;
+                        if (!rr || !rr->n_kvs) {
+                                rc = cb(i, NULL, arg);
+                                continue;
+                        }
+                        kv.key = rr->kvs[0]->key.data;
+                        kv.klen = rr->kvs[0]->key.len;
+                        kv.val = rr->kvs[0]->value.data;
+                        kv.vlen = rr->kvs[0]->value.len;
+                        kv.create_rev = rr->kvs[0]->create_revision;
+                        kv.mod_rev = rr->kvs[0]->mod_revision;
+                        kv.version = rr->kvs[0]->version;
+                        kv.lease = rr->kvs[0]->lease;
+                        rc = cb(i, &kv, arg);
+                }
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+out:
+        free(cmps);
+        free(cmpp);
+        free(puts_op);
+        free(putp);
+        free(puts);
+        free(rng_op);
+        free(rngp);
+        free(rngs);
+        return rc;
+}
+
+int kb_etcd_lease_grant(struct kb_etcd *c, int64_t ttl, int64_t *id, int64_t *granted_ttl,
+                        struct kb_err *err)
+{
+        Kbetcd__LeaseGrantRequest req = KBETCD__LEASE_GRANT_REQUEST__INIT;
+        Kbetcd__LeaseGrantResponse *r;
+        ProtobufCMessage *m;
+        int rc;
+
+        req.ttl = ttl;
+        rc = kb_etcd_unary(c, KB_PH_CALL, "/etcdserverpb.Lease/LeaseGrant", &req.base,
+                           &kbetcd__lease_grant_response__descriptor, &m, err);
+        if (rc)
+                return rc;
+        r = (Kbetcd__LeaseGrantResponse *)m;
+        if (r->error && r->error[0])
+                rc =
+                    kb_err_set(err, -EIO, "etcd %s: LeaseGrant: %s", kb_etcd_endpoint(c), r->error);
+        else if (!r->id)
+                rc = kb_err_set(err, -EPROTO, "etcd %s: LeaseGrant returned no lease id",
+                                kb_etcd_endpoint(c));
+        else {
+                *id = r->id;
+                if (granted_ttl)
+                        *granted_ttl = r->ttl;
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
         return rc;
 }

@@ -30,9 +30,8 @@ static int write_all(int fd, const uint8_t *p, size_t n)
         return 0;
 }
 
-/* Find the snapshot file node in an etcd snapshot's tree. */
-static int snapshot_node(struct kb_repo *repo, const Kbackup__Snapshot *snap, Kbackup__Tree **tree,
-                         const Kbackup__Node **node, struct kb_err *err)
+int kb_etcd_snapshot_node(struct kb_repo *repo, const Kbackup__Snapshot *snap, Kbackup__Tree **tree,
+                          const Kbackup__Node **node, struct kb_err *err)
 {
         if (strcmp(snap->kind, "etcd") != 0 || snap->tree.len != KB_ID_LEN)
                 return kb_err_set(err, KB_EUSAGE, "not an etcd snapshot");
@@ -82,7 +81,7 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
         char *tmp = NULL;
         int fd = -1, rc;
 
-        rc = snapshot_node(repo, snap, &tree, &node, err);
+        rc = kb_etcd_snapshot_node(repo, snap, &tree, &node, err);
         if (rc < 0)
                 return rc;
         if (access(output, F_OK) == 0) {

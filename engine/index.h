@@ -23,6 +23,7 @@ struct kb_index_entry {
         uint32_t raw_length; /* plaintext length */
         uint8_t type;
         uint8_t used;
+        uint8_t mark; /* scratch for whole-repository scans (prune, check, stats); 0 on insert */
 };
 
 struct kb_index;

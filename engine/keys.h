@@ -30,4 +30,36 @@ int kb_keyfile_create(const struct kb_master *m, const char *password, size_t pw
 int kb_keyfile_open(const void *data, size_t len, const char *password, size_t pwlen,
                     struct kb_master *m, struct kb_err *err);
 
+/* ---- key management on an open repository (keymgmt.c) ---- */
+
+struct kb_repo;
+
+struct kb_key_info {
+        char id[KB_ID_HEX_LEN + 1];
+        int current;  /* the key file that opened this repository */
+        int readable; /* 0: the key file does not parse */
+        int64_t created_unix;
+        char host[256];
+        char user[64];
+};
+
+/* Every key file, oldest first. Free *out with free(). */
+int kb_repo_key_list(struct kb_repo *r, struct kb_key_info **out, size_t *n, struct kb_err *err);
+
+/* Wrap the repository's master key under a new password; writes the new key's id. */
+int kb_repo_key_add(struct kb_repo *r, const char *password, size_t pwlen,
+                    const struct kb_kdf_params *kdf, char id[KB_ID_HEX_LEN + 1],
+                    struct kb_err *err);
+
+/* Remove a key file by id or unique id prefix. Refused (KB_EUSAGE) for the last key, and for
+ * the key this repository was opened with (change that one with kb_repo_key_passwd, or open with
+ * another key's password to remove it). */
+int kb_repo_key_remove(struct kb_repo *r, const char *id, struct kb_err *err);
+
+/* Change the password of the key in use: write a new key file (checked to open with the new
+ * password) and only then remove the old one. */
+int kb_repo_key_passwd(struct kb_repo *r, const char *password, size_t pwlen,
+                       const struct kb_kdf_params *kdf, char id[KB_ID_HEX_LEN + 1],
+                       struct kb_err *err);
+
 #endif

@@ -75,6 +75,21 @@ int kb_repo_blob_known(struct kb_repo *r, const uint8_t id[KB_ID_LEN])
         return known;
 }
 
+int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *raw_len)
+{
+        const struct kb_index_entry *e;
+        int rc = KB_ENOTFOUND;
+
+        pthread_mutex_lock(&r->lock);
+        e = kb_index_lookup(r->index, id);
+        if (e) {
+                *raw_len = e->raw_length;
+                rc = 0;
+        }
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+}
+
 /* flag || payload, then sealed, appended to out. */
 static int encode_blob(struct kb_repo *r, const void *data, size_t len, struct kb_buf *out,
                        struct kb_err *err)
@@ -134,6 +149,14 @@ static int builder_add(struct pack_builder *b, const uint8_t id[KB_ID_LEN], uint
         return 0;
 }
 
+int kb_pack_builder_add_sealed(struct pack_builder *b, const uint8_t id[KB_ID_LEN], uint8_t type,
+                               const void *sealed, size_t len, uint32_t raw_len)
+{
+        struct kb_buf view = {(uint8_t *)sealed, len, len};
+
+        return builder_add(b, id, type, &view, raw_len);
+}
+
 /* Fill the protobuf view of a builder's blobs (pointing into it) for a header or index entry. */
 static Kbackup__IndexBlob **blob_views(const struct pack_builder *b, Kbackup__IndexBlob *store)
 {
@@ -156,8 +179,8 @@ static Kbackup__IndexBlob **blob_views(const struct pack_builder *b, Kbackup__In
 }
 
 /* Append the sealed header and its length, then store the pack under its hash. */
-static int write_pack(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_ID_LEN],
-                      struct kb_err *err)
+int kb_pack_write(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_ID_LEN],
+                  struct kb_err *err)
 {
         Kbackup__PackHeader h = KBACKUP__PACK_HEADER__INIT;
         Kbackup__IndexBlob *store = calloc(b->nblobs ? b->nblobs : 1, sizeof(*store));
@@ -273,7 +296,7 @@ out:
 static int finish_pack(struct kb_repo *r, struct pack_builder *b, struct kb_err *err)
 {
         uint8_t pack_id[KB_ID_LEN];
-        int rc = write_pack(r, b, pack_id, err);
+        int rc = kb_pack_write(r, b, pack_id, err);
 
         /* The pack's bytes are on the backend; only the blob list is kept for the index file. */
         kb_buf_free(&b->data);
@@ -436,14 +459,63 @@ static void short_hex(const uint8_t *id, char out[17])
         kb_hex_encode(id, 8, out);
 }
 
+int kb_repo_blob_decode(struct kb_repo *r, const uint8_t id[KB_ID_LEN], const void *sealed,
+                        size_t len, uint32_t raw_length, struct kb_buf *out, struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        struct zstd_ctx *z;
+        uint8_t check[KB_ID_LEN];
+        char bid[17];
+        int rc;
+
+        short_hex(id, bid);
+        if (raw_length > KB_BLOB_MAX)
+                return kb_err_set(err, KB_ECORRUPT, "chunk %s: index entry is invalid", bid);
+        rc = kb_crypto_open(r->master.enc_key, sealed, len, &plain);
+        if (rc < 0 || plain.len < 1) {
+                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: authentication failed (damaged data)",
+                                bid);
+                goto out;
+        }
+        rc = kb_buf_reserve(out, raw_length);
+        if (rc < 0) {
+                kb_err_set(err, rc, "out of memory loading chunk %s", bid);
+                goto out;
+        }
+        if (plain.data[0] == BLOB_RAW && plain.len - 1 == raw_length) {
+                if (raw_length)
+                        memcpy(out->data + out->len, plain.data + 1, raw_length);
+        } else if (plain.data[0] == BLOB_ZSTD && (z = zstd_ctx(r)) != NULL) {
+                size_t n = ZSTD_decompressDCtx(z->d, out->data + out->len, raw_length,
+                                               plain.data + 1, plain.len - 1);
+
+                if (ZSTD_isError(n) || n != raw_length) {
+                        rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: does not decompress", bid);
+                        goto out;
+                }
+        } else {
+                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: unknown encoding", bid);
+                goto out;
+        }
+        /* The id check catches an index that points at the wrong (but authentic) blob. */
+        kb_repo_blob_id(r, out->data + out->len, raw_length, check);
+        if (memcmp(check, id, KB_ID_LEN) != 0) {
+                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: content does not match its id", bid);
+                goto out;
+        }
+        out->len += raw_length;
+out:
+        kb_buf_free(&plain);
+        return rc;
+}
+
 int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
                       struct kb_err *err)
 {
         const struct kb_index_entry *found;
         struct kb_index_entry e;
-        struct kb_buf sealed = KB_BUF_INIT, plain = KB_BUF_INIT;
-        struct zstd_ctx *z;
-        uint8_t pack_id[KB_ID_LEN], check[KB_ID_LEN];
+        struct kb_buf sealed = KB_BUF_INIT;
+        uint8_t pack_id[KB_ID_LEN];
         static const uint8_t zero[KB_ID_LEN];
         char bid[17], pid[KB_ID_HEX_LEN + 1];
         int rc;
@@ -469,42 +541,11 @@ int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_
                 kb_err_prefix(err, "chunk %s: ", bid);
                 goto out;
         }
-        rc = kb_crypto_open(r->master.enc_key, sealed.data, sealed.len, &plain);
-        if (rc < 0 || plain.len < 1) {
-                rc = kb_err_set(err, KB_ECORRUPT,
-                                "chunk %s in pack %.16s: authentication failed (damaged data)", bid,
-                                pid);
-                goto out;
-        }
-        rc = kb_buf_reserve(out, e.raw_length);
-        if (rc < 0) {
-                kb_err_set(err, rc, "out of memory loading chunk %s", bid);
-                goto out;
-        }
-        if (plain.data[0] == BLOB_RAW && plain.len - 1 == e.raw_length) {
-                memcpy(out->data + out->len, plain.data + 1, e.raw_length);
-        } else if (plain.data[0] == BLOB_ZSTD && (z = zstd_ctx(r)) != NULL) {
-                size_t n = ZSTD_decompressDCtx(z->d, out->data + out->len, e.raw_length,
-                                               plain.data + 1, plain.len - 1);
-
-                if (ZSTD_isError(n) || n != e.raw_length) {
-                        rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: does not decompress", bid);
-                        goto out;
-                }
-        } else {
-                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: unknown encoding", bid);
-                goto out;
-        }
-        /* The id check catches an index that points at the wrong (but authentic) blob. */
-        kb_repo_blob_id(r, out->data + out->len, e.raw_length, check);
-        if (memcmp(check, id, KB_ID_LEN) != 0) {
-                rc = kb_err_set(err, KB_ECORRUPT, "chunk %s: content does not match its id", bid);
-                goto out;
-        }
-        out->len += e.raw_length;
+        rc = kb_repo_blob_decode(r, id, sealed.data, sealed.len, e.raw_length, out, err);
+        if (rc < 0)
+                kb_err_prefix(err, "pack %.16s: ", pid);
 out:
         kb_buf_free(&sealed);
-        kb_buf_free(&plain);
         return rc;
 }
 
@@ -515,16 +556,31 @@ struct index_load {
         struct kb_err *err;
 };
 
-static int load_one_index(const char *name, uint64_t size, void *arg)
+static int remember_index_name(struct kb_repo *r, const char *name)
 {
-        struct index_load *l = arg;
-        struct kb_repo *r = l->r;
+        if (strlen(name) != KB_ID_HEX_LEN)
+                return 0; /* not a name prune could supersede safely: leave it alone */
+        if (r->n_index_names == r->index_names_cap) {
+                size_t cap = r->index_names_cap ? r->index_names_cap * 2 : 64;
+                char(*p)[KB_ID_HEX_LEN + 1] = realloc(r->index_names, cap * sizeof(*p));
+
+                if (!p)
+                        return -ENOMEM;
+                r->index_names = p;
+                r->index_names_cap = cap;
+        }
+        memcpy(r->index_names[r->n_index_names++], name, KB_ID_HEX_LEN + 1);
+        return 0;
+}
+
+int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err)
+{
         struct kb_buf plain = KB_BUF_INIT;
+        struct index_load ctx = {r, err}, *l = &ctx;
         Kbackup__Index *ix;
         size_t i, j;
         int rc;
 
-        (void)size;
         rc = kb_repo_object_get(r, KB_OBJ_INDEX, name, &plain, l->err);
         if (rc < 0) {
                 kb_err_prefix(l->err, "index %.16s: ", name);
@@ -571,12 +627,22 @@ static int load_one_index(const char *name, uint64_t size, void *arg)
                 }
         }
         kbackup__index__free_unpacked(ix, NULL);
+        if (rc == 0 && remember_index_name(r, name) < 0)
+                rc = kb_err_set(l->err, -ENOMEM, "out of memory loading the index");
         return rc;
+}
+
+static int load_listed_index(const char *name, uint64_t size, void *arg)
+{
+        struct index_load *l = arg;
+
+        (void)size;
+        return kb_repo_index_load_one(l->r, name, l->err);
 }
 
 int kb_repo_index_load(struct kb_repo *r, struct kb_err *err)
 {
         struct index_load l = {r, err};
 
-        return kb_backend_list(r->be, KB_OBJ_INDEX, load_one_index, &l, err);
+        return kb_backend_list(r->be, KB_OBJ_INDEX, load_listed_index, &l, err);
 }

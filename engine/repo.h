@@ -34,6 +34,10 @@ void kb_kdf_params_default(struct kb_kdf_params *p);
 
 enum {
         KB_REPO_READ_ONLY = 1 << 0, /* never write (restore from a read-only replica) */
+        /* Do not load the index at open: the caller takes a lock first, then calls
+         * kb_repo_index_reload (an index loaded before the lock may name packs a prune that
+         * finished meanwhile has deleted). */
+        KB_REPO_NO_INDEX = 1 << 1,
 };
 
 /* Create a new repository at `location` protected by `password`. Fails with -EEXIST when one is
@@ -47,6 +51,13 @@ int kb_repo_open(const char *location, const char *password, size_t pwlen, int f
 /* Closes without flushing: blobs saved since the last flush are abandoned (their packs, if
  * written, become unreferenced leftovers that prune removes). */
 void kb_repo_close(struct kb_repo *r);
+
+/* Forget the in-memory index and load every index file again. Only between operations: no blob
+ * may be pending (call after open or after kb_repo_flush). */
+int kb_repo_index_reload(struct kb_repo *r, struct kb_err *err);
+
+/* Opened read-only (by flag, or because the backend cannot be written)? */
+int kb_repo_read_only(const struct kb_repo *r);
 
 struct kb_backend *kb_repo_backend(struct kb_repo *r);
 const struct kb_chunker_params *kb_repo_chunker_params(struct kb_repo *r);
@@ -72,6 +83,9 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
 /* Read, verify (AEAD and id) and decompress a blob, appending its plaintext to out. */
 int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
                       struct kb_err *err);
+
+/* Plaintext length of a stored blob, from the index (nothing is read). KB_ENOTFOUND when absent. */
+int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *raw_len);
 
 /* Write the open pack and a new index file for every pack written since the last flush. When this
  * returns 0, every blob saved so far is durable and findable by a fresh open. */
@@ -105,7 +119,14 @@ struct kb_snapshot_list {
         size_t count;
 };
 
-/* Load every snapshot record. An unreadable one fails the call with its id named. */
+/* Load one snapshot record by full id; *out is freed with kbackup__snapshot__free_unpacked. */
+int kb_repo_snapshot_load(struct kb_repo *r, const char *id, Kbackup__Snapshot **out,
+                          struct kb_err *err);
+/* Remove a snapshot record (forget). The data it referenced stays until prune. */
+int kb_repo_snapshot_remove(struct kb_repo *r, const char *id, struct kb_err *err);
+
+/* Load every snapshot record. An unreadable one fails the call with its id named; one removed
+ * while listing (a concurrent forget) is skipped. */
 int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struct kb_err *err);
 void kb_snapshot_list_free(struct kb_snapshot_list *l);
 

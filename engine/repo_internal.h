@@ -1,5 +1,6 @@
-/* repo_internal.h - the repository's private state, shared by repo.c (open, keys, objects) and
- * pack.c (blob storage). Nothing outside those two files includes this. */
+/* repo_internal.h - the repository's private state, shared by repo.c (open, keys, objects),
+ * pack.c (blob storage) and the repository's own maintenance modules (lock, keymgmt, check, prune,
+ * stats), which work on the whole index. Nothing above the repository layer includes this. */
 #ifndef KB_REPO_INTERNAL_H
 #define KB_REPO_INTERNAL_H
 
@@ -46,11 +47,32 @@ struct kb_repo {
         size_t unindexed_blobs;
         unsigned inflight; /* packs being written outside the lock */
         pthread_key_t zstd_key;
+
+        char key_name[KB_ID_HEX_LEN + 1]; /* the key file that opened the repository */
+        /* Index files loaded into `index` (prune supersedes exactly these). */
+        char (*index_names)[KB_ID_HEX_LEN + 1];
+        size_t n_index_names, index_names_cap;
+        /* Asked before a snapshot record is written: a writer whose lock was lost (removed, or
+         * not refreshed in time, so a prune may have run) must not record a snapshot. */
+        int (*guard)(void *arg, struct kb_err *err);
+        void *guard_arg;
 };
 
 /* pack.c */
 void kb_pack_builder_free(struct pack_builder *b);
 int kb_repo_index_load(struct kb_repo *r, struct kb_err *err);
+/* Load one index file into r->index (and record its name). */
+int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err);
+/* Append an already sealed blob to a builder (prune copies blobs without re-sealing them). */
+int kb_pack_builder_add_sealed(struct pack_builder *b, const uint8_t id[KB_ID_LEN], uint8_t type,
+                               const void *sealed, size_t len, uint32_t raw_len);
+/* Append the header to a builder's data and store it as a pack named by its hash. */
+int kb_pack_write(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_ID_LEN],
+                  struct kb_err *err);
+/* Open a stored blob (`sealed`, `len` bytes), decompress it and check it against `id` and
+ * `raw_length`; the plaintext is appended to out. KB_ECORRUPT with a message naming the blob. */
+int kb_repo_blob_decode(struct kb_repo *r, const uint8_t id[KB_ID_LEN], const void *sealed,
+                        size_t len, uint32_t raw_length, struct kb_buf *out, struct kb_err *err);
 void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 
 #endif

@@ -99,26 +99,50 @@ struct list_ctx {
         struct kb_err *err;
 };
 
+int kb_repo_snapshot_load(struct kb_repo *r, const char *id, Kbackup__Snapshot **out,
+                          struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        int rc;
+
+        rc = kb_repo_object_get(r, KB_OBJ_SNAPSHOT, id, &plain, err);
+        if (rc < 0) {
+                kb_err_prefix(err, "snapshot %.16s: ", id);
+                kb_buf_free(&plain);
+                return rc;
+        }
+        *out = kbackup__snapshot__unpack(NULL, plain.len, plain.data);
+        kb_buf_free(&plain);
+        if (!*out)
+                return kb_err_set(err, KB_ECORRUPT, "snapshot %.16s does not parse", id);
+        return 0;
+}
+
+int kb_repo_snapshot_remove(struct kb_repo *r, const char *id, struct kb_err *err)
+{
+        if (kb_repo_read_only(r))
+                return kb_err_set(err, -EROFS, "repository is opened read-only");
+        if (strlen(id) != KB_ID_HEX_LEN)
+                return kb_err_set(err, KB_EUSAGE, "snapshot id '%s' is not a full id", id);
+        return kb_backend_remove(kb_repo_backend(r), KB_OBJ_SNAPSHOT, id, err);
+}
+
 static int load_snapshot(const char *name, uint64_t size, void *arg)
 {
         struct list_ctx *c = arg;
-        struct kb_buf plain = KB_BUF_INIT;
         Kbackup__Snapshot *s;
         int rc;
 
         (void)size;
         if (strlen(name) != KB_ID_HEX_LEN)
                 return 0; /* not ours */
-        rc = kb_repo_object_get(c->r, KB_OBJ_SNAPSHOT, name, &plain, c->err);
-        if (rc < 0) {
-                kb_err_prefix(c->err, "snapshot %.16s: ", name);
-                kb_buf_free(&plain);
-                return rc;
+        rc = kb_repo_snapshot_load(c->r, name, &s, c->err);
+        if (rc == KB_ENOTFOUND) {
+                kb_err_clear(c->err);
+                return 0; /* forgotten between the listing and now */
         }
-        s = kbackup__snapshot__unpack(NULL, plain.len, plain.data);
-        kb_buf_free(&plain);
-        if (!s)
-                return kb_err_set(c->err, KB_ECORRUPT, "snapshot %.16s does not parse", name);
+        if (rc < 0)
+                return rc;
         if (c->l->count == c->cap) {
                 size_t cap = c->cap ? c->cap * 2 : 32;
                 struct kb_snapshot_entry *p = realloc(c->l->items, cap * sizeof(*p));

@@ -28,6 +28,8 @@ struct kb_volume_backup_opts {
         /* Read every file. By default the newest snapshot of the same source (host, path, name)
          * is the parent, and files unchanged since it (size, mtime, ctime, inode) are not read. */
         int no_parent;
+        const char *set_id;  /* member of this backup set (backup --cluster), or NULL */
+        const char *cluster; /* ... taken from this cluster profile, or NULL */
         kb_progress_cb progress;
         kb_warn_cb warn;
         void *cb_arg;

@@ -482,6 +482,10 @@ static int save_snapshot(struct bctx *c, const char *src, Kbackup__Node *root, i
                                    c->o ? c->o->tags : NULL, c->o ? c->o->ntags : 0, c->err);
         if (rc < 0)
                 return rc;
+        if (c->o && c->o->set_id)
+                snap.set_id = (char *)c->o->set_id;
+        if (c->o && c->o->cluster)
+                snap.cluster = (char *)c->o->cluster;
         kb_saver_get_stats(c->saver, &ss);
 
         stats.files = c->files;

@@ -13,6 +13,13 @@
  * backed-up root only when the restore created it or it was empty, so restoring into a populated
  * directory never changes that directory's mode or owner.
  *
+ * This thread walks the tree and creates every entry itself, in name order, so conflicts, link
+ * groups and directory metadata behave as in a sequential restore; a regular file's content goes
+ * to the worker pool (restore_pool.h), which writes several files, and parts of one large file, at
+ * once and gives each file its metadata when its content is complete. Workers touch only the open
+ * file, never a directory, so a directory's metadata and times need not wait for its files; only
+ * its tree, which holds the nodes the workers read, is kept until they are done.
+ *
  * Every chunk is verified as it is read (kb_repo_blob_load); the first damaged chunk of a file is
  * reported with the file and offset, and the restore moves on to the next file. A damaged file
  * keeps the bytes before the damage and does not get its size and times restored, so tools that
@@ -32,6 +39,7 @@
 #include <unistd.h>
 
 #include "fsmeta.h"
+#include "restore_pool.h"
 #include "volume_int.h"
 
 #define DIR_FD_BUDGET     64
@@ -56,8 +64,10 @@ struct rctx {
         struct kb_dirstack ds;
         struct kb_relpath path;
         struct holders links;
-        struct kb_buf blob;
+        struct kb_restore_pool *pool;
+        struct kb_restore_group *group; /* of the tree being walked; NULL for --include's entry */
         uint64_t files, dirs, bytes, errors;
+        uint64_t pool_files;
         uint64_t files_total, bytes_total;
         double last_progress;
 };
@@ -82,6 +92,12 @@ static void warnf(struct rctx *c, int counted, const char *fmt, ...)
         free(msg);
 }
 
+/* The pool's warnings arrive here, on this thread. */
+static void pool_warn(void *arg, int counted, const char *msg)
+{
+        warnf(arg, counted, "%s", msg);
+}
+
 static const char *cur_path(const struct rctx *c)
 {
         return kb_relpath_show(&c->path);
@@ -98,12 +114,19 @@ static void progress(struct rctx *c, int force)
         if (!force && now - c->last_progress < PROGRESS_INTERVAL)
                 return;
         c->last_progress = now;
-        p.files_done = c->files;
+        if (c->pool)
+                kb_restore_pool_stats(c->pool, &c->pool_files, &c->bytes);
+        p.files_done = c->files + c->pool_files;
         p.bytes_done = c->bytes;
         p.files_total = c->files_total;
         p.bytes_total = c->bytes_total;
         p.current = force ? NULL : cur_path(c);
         c->o->progress(&p, c->o->cb_arg);
+}
+
+static void pool_tick(void *arg)
+{
+        progress(arg, 0);
 }
 
 static void conflict(struct rctx *c)
@@ -224,126 +247,6 @@ out:
 
 /* --- entries ------------------------------------------------------------------------------- */
 
-static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-        while (n) {
-                ssize_t w = pwrite(fd, p, n, (off_t)off);
-
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t)w;
-                off += (uint64_t)w;
-        }
-        return 0;
-}
-
-/* The file's data ranges, checked against its size. Returns the count or -1 when inconsistent. */
-static ssize_t file_extents(const Kbackup__Node *n, Kbackup__Extent *one, Kbackup__Extent ***out)
-{
-        uint64_t prev_end = 0;
-
-        if (!n->sparse) {
-                one->offset = 0;
-                one->length = n->size;
-                *out = NULL;
-                return n->size ? 1 : 0;
-        }
-        for (size_t i = 0; i < n->n_extents; i++) {
-                const Kbackup__Extent *e = n->extents[i];
-
-                if (e->offset < prev_end || e->length > UINT64_MAX - e->offset ||
-                    e->offset + e->length > n->size)
-                        return -1;
-                prev_end = e->offset + e->length;
-        }
-        *out = n->extents;
-        return (ssize_t)n->n_extents;
-}
-
-/* Write a file's content. Returns <0 fatal, 0 written, 1 damaged (reported). */
-static int write_content(struct rctx *c, int fd, const Kbackup__Node *n)
-{
-        Kbackup__Extent one = KBACKUP__EXTENT__INIT, **ext;
-        ssize_t next = file_extents(n, &one, &ext);
-        size_t ei = 0;
-        uint64_t epos = 0;
-
-        if (next < 0) {
-                warnf(c, 1, "%s: damaged metadata: data ranges do not fit the file size",
-                      cur_path(c));
-                return 1;
-        }
-#define EXT(i) (ext ? ext[i] : &one)
-        for (size_t i = 0; i < n->n_content; i++) {
-                struct kb_err e = {0};
-                const uint8_t *p;
-                size_t left;
-                int rc;
-
-                while (ei < (size_t)next && EXT(ei)->length == 0)
-                        ei++;
-                uint64_t at = ei < (size_t)next ? EXT(ei)->offset + epos : n->size;
-                if (n->content[i].len != KB_ID_LEN) {
-                        warnf(c, 1, "%s: damaged metadata at offset %llu: bad chunk id",
-                              cur_path(c), (unsigned long long)at);
-                        return 1;
-                }
-                kb_buf_reset(&c->blob);
-                rc = kb_repo_blob_load(c->repo, n->content[i].data, &c->blob, &e);
-                if (rc == -ENOMEM)
-                        return kb_err_set(c->err, rc, "out of memory");
-                if (rc < 0) {
-                        warnf(c, 1, "%s: damaged data at offset %llu: %s", cur_path(c),
-                              (unsigned long long)at, e.msg);
-                        return 1;
-                }
-                p = c->blob.data;
-                left = c->blob.len;
-                while (left) {
-                        uint64_t k;
-
-                        while (ei < (size_t)next && EXT(ei)->length == epos) {
-                                ei++;
-                                epos = 0;
-                        }
-                        if (ei >= (size_t)next) {
-                                warnf(c, 1, "%s: damaged metadata: content longer than the file",
-                                      cur_path(c));
-                                return 1;
-                        }
-                        k = EXT(ei)->length - epos;
-                        if (k > left)
-                                k = left;
-                        rc = pwrite_all(fd, p, (size_t)k, EXT(ei)->offset + epos);
-                        if (rc == -ENOSPC || rc == -EDQUOT || rc == -EROFS)
-                                return kb_err_sys(c->err, rc, "%s: cannot write", cur_path(c));
-                        if (rc < 0) {
-                                warnf(c, 1, "%s: cannot write: %s", cur_path(c), strerror(-rc));
-                                return 1;
-                        }
-                        p += k;
-                        left -= (size_t)k;
-                        epos += k;
-                        c->bytes += k;
-                }
-                progress(c, 0);
-        }
-        while (ei < (size_t)next && EXT(ei)->length == epos) {
-                ei++;
-                epos = 0;
-        }
-        if (ei < (size_t)next) {
-                warnf(c, 1, "%s: damaged metadata: content shorter than the file", cur_path(c));
-                return 1;
-        }
-#undef EXT
-        return 0;
-}
-
 /* Returns <0 fatal, 0 created, 1 not created (reported). */
 static int restore_file(struct rctx *c, int dirfd, const char *name, const Kbackup__Node *n)
 {
@@ -357,18 +260,8 @@ static int restore_file(struct rctx *c, int dirfd, const char *name, const Kback
                         warnf(c, 1, "%s: cannot create: %s", cur_path(c), strerror(errno));
                 return 1;
         }
-        rc = write_content(c, fd, n);
-        if (rc == 0 && ftruncate(fd, (off_t)n->size) < 0) {
-                /* Extends over a trailing hole without writing zeros. */
-                warnf(c, 1, "%s: cannot set size: %s", cur_path(c), strerror(errno));
-                rc = 1;
-        }
-        if (rc >= 0)
-                apply_meta(c, fd, -1, NULL, n, rc == 0);
-        if (close(fd) < 0 && rc == 0) {
-                warnf(c, 1, "%s: cannot write: %s", cur_path(c), strerror(errno));
-        }
-        c->files++;
+        /* The pool writes the content, sets the size and metadata and closes fd. */
+        rc = kb_restore_pool_file(c->pool, c->group, fd, n, cur_path(c), c->err);
         return rc < 0 ? rc : 0;
 }
 
@@ -517,11 +410,17 @@ static int restore_node(struct rctx *c, const Kbackup__Node *n, const char *name
 }
 
 /* The entries of the directory with tree `id` into the directory at the top of the stack. */
+static void tree_release(void *t)
+{
+        kb_voltree_free(t);
+}
+
 static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
 {
+        struct kb_restore_group *parent = c->group;
         struct kb_err e = {0};
         Kbackup__Tree *t;
-        int rc;
+        int rc = 0;
 
         rc = kb_voltree_load(c->repo, id, &t, &e);
         if (rc == -ENOMEM)
@@ -531,7 +430,14 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
                       cur_path(c), e.msg);
                 return 0;
         }
-        for (size_t i = 0; i < t->n_nodes; i++) {
+        /* Workers read the nodes of files handed to them: the tree goes when they are done. */
+        c->group = kb_restore_group_new(c->pool, tree_release, t);
+        if (!c->group) {
+                c->group = parent;
+                kb_voltree_free(t);
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < t->n_nodes && rc == 0; i++) {
                 const Kbackup__Node *n = t->nodes[i];
                 char *name;
                 size_t saved;
@@ -544,19 +450,19 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
                 name = kb_bytes_strdup(n->name.data, n->name.len);
                 if (!name || kb_relpath_push(&c->path, name, n->name.len, &saved) < 0) {
                         free(name);
-                        kb_voltree_free(t);
-                        return kb_err_set(c->err, -ENOMEM, "out of memory");
+                        rc = kb_err_set(c->err, -ENOMEM, "out of memory");
+                        break;
                 }
                 rc = restore_node(c, n, name);
                 kb_relpath_pop(&c->path, saved);
                 free(name);
-                if (rc < 0) {
-                        kb_voltree_free(t);
-                        return rc;
-                }
+                /* Stop at the first fatal error of a worker (the target is full). */
+                if (rc == 0)
+                        rc = kb_restore_pool_poll(c->pool, c->err);
         }
-        kb_voltree_free(t);
-        return 0;
+        kb_restore_group_close(c->group);
+        c->group = parent;
+        return rc;
 }
 
 /* --- the target ---------------------------------------------------------------------------- */
@@ -733,11 +639,10 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
         Kbackup__Tree **trees = NULL;
         const Kbackup__Node **chain = NULL;
         size_t k = 0;
-        int rc, fresh, fd;
+        int rc, prc, fresh, fd;
 
         if (res)
                 memset(res, 0, sizeof(*res));
-        /* opts->threads is not used yet: restore reads and writes on this thread. */
         c.owner = opts && opts->restore_owner >= 0 ? opts->restore_owner != 0 : geteuid() == 0;
         rc = kb_volsnap_check(snap, err);
         if (rc < 0)
@@ -776,15 +681,39 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
                 kb_err_sys(err, rc, "%s", target);
                 goto out;
         }
+        {
+                struct kb_restore_pool_cfg pc = {.repo = repo,
+                                                 .threads = opts ? opts->threads : 0,
+                                                 .owner = c.owner,
+                                                 .warn = pool_warn,
+                                                 .tick = pool_tick,
+                                                 .arg = &c};
+
+                rc = kb_restore_pool_new(&pc, &c.pool, err);
+                if (rc < 0)
+                        goto out;
+        }
         if (k)
                 rc = restore_included(&c, comp, k, chain);
         else
                 rc = restore_tree(&c, &snap->tree);
+        /* Every file is complete before the result is told (and before the target's metadata,
+         * though workers never touch it). */
+        prc = kb_restore_pool_wait(c.pool, rc < 0 ? NULL : err);
+        if (rc == 0)
+                rc = prc;
         /* The target stands for the backed-up root (a PV's root directory). */
         if (rc == 0 && fresh && snap->root && snap->root->type == KBACKUP__NODE_TYPE__NODE_DIR)
                 apply_meta(&c, kb_dirstack_root(&c.ds), -1, NULL, snap->root, 1);
 
 out:
+        if (c.pool) {
+                kb_restore_pool_stats(c.pool, &c.pool_files, &c.bytes);
+                prc = kb_restore_pool_free(c.pool, rc < 0 ? NULL : err);
+                if (rc == 0)
+                        rc = prc;
+                c.pool = NULL;
+        }
         kb_dirstack_free(&c.ds);
         for (size_t i = 0; trees && i < k; i++)
                 kb_voltree_free(trees[i]);
@@ -793,11 +722,10 @@ out:
         free(comp);
         free(inc);
         holders_free(&c.links);
-        kb_buf_free(&c.blob);
         kb_relpath_free(&c.path);
         progress(&c, 1);
         if (res) {
-                res->files = c.files;
+                res->files = c.files + c.pool_files;
                 res->dirs = c.dirs;
                 res->bytes = c.bytes;
                 res->errors = c.errors;

@@ -959,3 +959,260 @@ Test(volume, progress_ends_with_the_totals)
         kb_snapshot_list_free(&l);
         kb_repo_close(r);
 }
+
+/* --- parallel restore ---------------------------------------------------------------------- */
+
+#define PAR_DIRS  10
+#define PAR_FILES 30
+
+/* A tree for the worker pool: a large file (many jobs), a non-sparse file with a long run of
+ * zeros, a sparse file, many small files in many directories (one read-only), hardlinks across
+ * directories. Returns the number of non-directory entries. */
+static int build_par_tree(void)
+{
+        int root = open(src, O_RDONLY | O_DIRECTORY), many, d, ro, fd, count = 0;
+        const off_t holes[] = {5 << 20, (40 << 20) - 4096};
+        uint8_t *buf = calloc(1, 52 << 20);
+        char name[32];
+
+        cr_assert(root >= 0 && buf);
+        put_file(root, "m_big", 40 << 20, 40, 0644);
+        set_mtime(root, "m_big", 1650000000, 1);
+        /* 2 MiB of data, 48 MiB of zeros written out (not a hole), 2 MiB of data. */
+        fill(buf, 2 << 20, 41);
+        fill(buf + (50 << 20), 2 << 20, 42);
+        fd = openat(root, "z_zeros", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        cr_assert_eq(write(fd, buf, 52 << 20), 52 << 20);
+        close(fd);
+        free(buf);
+        put_sparse(root, "s_sparse", 40 << 20, holes, 2);
+        count += 3;
+        many = subdir(root, "many", 0755);
+        for (int i = 0; i < PAR_DIRS; i++) {
+                snprintf(name, sizeof(name), "d%02d", i);
+                d = subdir(many, name, 0755);
+                for (int j = 0; j < PAR_FILES; j++) {
+                        snprintf(name, sizeof(name), "f%03d", j);
+                        put_file(d, name, (size_t)(i * 7919 + j * 1543) % 70000, 1000 + i * 100 + j,
+                                 0644);
+                        set_mtime(d, name, 1600000000 + i * 100 + j, j);
+                        count++;
+                }
+                if (i > 0) { /* d01..d09/link -> d00/f00I */
+                        char target[32];
+
+                        snprintf(target, sizeof(target), "d00/f%03d", i);
+                        cr_assert_eq(linkat(many, target, d, "link", 0), 0, "%s", strerror(errno));
+                        count++;
+                }
+                close(d);
+        }
+        ro = subdir(many, "ro", 0755);
+        put_file(ro, "inside", 30000, 77, 0644);
+        put_file(ro, "inside2", 3 << 20, 78, 0644);
+        count += 2;
+        cr_assert_eq(fchmod(ro, 0555), 0);
+        close(ro);
+        set_mtime(many, "ro", 1500000000, 5);
+        close(many);
+        close(root);
+        return count;
+}
+
+static int restore_threads(const char *id, const char *target, unsigned threads, struct warns *w,
+                           struct kb_volume_restore_result *res, struct kb_err *e)
+{
+        struct kb_volume_restore_opts o = {
+            .restore_owner = geteuid() == 0, .threads = threads, .warn = warn_cb, .cb_arg = w};
+        struct kb_snapshot_list l = {0};
+        struct kb_repo *r = repo_open();
+        int rc = kb_volume_restore(r, find_snap(r, id, &l), target, &o, res, e);
+
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
+        return rc;
+}
+
+Test(volume, parallel_restore_is_identical)
+{
+        struct kb_volume_backup_result res;
+        struct kb_volume_restore_result rr;
+        struct warns w = {0};
+        struct kb_err e = {0};
+        int entries = build_par_tree(), rc;
+
+        cr_assert_eq(backup(src, NULL, &res, &e), 0, "%s", e.msg);
+        for (unsigned threads = 1; threads <= 4; threads += 3) {
+                char t[256];
+
+                snprintf(t, sizeof(t), "%s/t%u", base, threads);
+                rc = restore_threads(res.snapshot_id, t, threads, &w, &rr, &e);
+                cr_assert_eq(rc, 0, "%s: %s (%s)", kb_err_name(rc), e.msg, w.n ? w.msg[0] : "");
+                cr_assert_eq(w.n, 0, "%s", w.n ? w.msg[0] : "");
+                cr_assert_eq(rr.errors, 0);
+                cr_assert_eq(rr.files, (uint64_t)entries);
+                cr_assert_eq(rr.dirs, PAR_DIRS + 2); /* many, ro, d00.. */
+                cr_assert_eq(rr.bytes, res.bytes_read);
+                cmp_paths(src, t);
+                cr_assert_eq(ino_of(t, "many/d00/f003"), ino_of(t, "many/d03/link"));
+                cr_assert_eq(ino_of(t, "many/d00/f009"), ino_of(t, "many/d09/link"));
+                cr_assert_leq(blocks_of(t, "s_sparse") * 512, 256 * 1024, "holes were filled");
+                /* The zero run became a hole (at most a chunk or two of it is written). */
+                cr_assert_leq(blocks_of(t, "z_zeros") * 512, 28 << 20, "zeros were written");
+        }
+        warns_free(&w);
+}
+
+struct chunk_list {
+        uint8_t (*ids)[KB_ID_LEN];
+        size_t n;
+};
+
+static int grab_chunks(const char *path, const Kbackup__Node *n, void *arg)
+{
+        struct chunk_list *c = arg;
+
+        (void)path;
+        c->n = n->n_content;
+        c->ids = calloc(c->n, KB_ID_LEN);
+        for (size_t i = 0; i < c->n; i++) {
+                cr_assert_eq(n->content[i].len, KB_ID_LEN);
+                memcpy(c->ids[i], n->content[i].data, KB_ID_LEN);
+        }
+        return 1;
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+        int fd = open(path, O_RDWR);
+        uint8_t c;
+
+        cr_assert_geq(fd, 0, "%s", path);
+        cr_assert_eq(pread(fd, &c, 1, off), 1);
+        c ^= 0x55;
+        cr_assert_eq(pwrite(fd, &c, 1, off), 1);
+        close(fd);
+}
+
+/* Flip a byte of some pack so that exactly one chunk of `c` no longer loads, one of the first third
+ * but not of the first two: workers are then writing later parts of the file while the chunks
+ * before the damage are read. Returns that chunk's index. */
+static size_t damage_middle_chunk(struct kb_repo *r, const struct chunk_list *c)
+{
+        char cmd[512], path[512];
+        FILE *f;
+
+        snprintf(cmd, sizeof(cmd), "find %s/data -type f -size +1M", repo_dir);
+        f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        while (fgets(path, sizeof(path), f)) {
+                struct stat st;
+
+                path[strcspn(path, "\n")] = '\0';
+                cr_assert_eq(stat(path, &st), 0);
+                for (int k = 1; k < 32; k++) {
+                        off_t off = st.st_size * k / 32;
+                        size_t bad = 0, which = 0;
+
+                        flip_byte(path, off);
+                        for (size_t i = 0; i < c->n; i++) {
+                                struct kb_buf b = KB_BUF_INIT;
+                                struct kb_err e = {0};
+
+                                if (kb_repo_blob_load(r, c->ids[i], &b, &e) < 0) {
+                                        bad++;
+                                        which = i;
+                                }
+                                kb_buf_free(&b);
+                        }
+                        if (bad == 1 && which >= 2 && which < c->n / 3) {
+                                pclose(f);
+                                return which;
+                        }
+                        flip_byte(path, off); /* undo */
+                }
+        }
+        pclose(f);
+        cr_assert_fail("no pack byte damages a chunk in the first third");
+        return 0;
+}
+
+Test(volume, parallel_restore_damaged_chunk_in_a_large_file)
+{
+        struct kb_volume_backup_opts o = {.threads = 1};
+        struct kb_volume_backup_result res;
+        struct kb_volume_restore_result rr;
+        struct kb_snapshot_list l = {0};
+        struct chunk_list c = {0};
+        struct warns w = {0};
+        struct kb_err e = {0};
+        struct kb_repo *r;
+        uint64_t at = 0;
+        char p[512], q[512], want[128];
+        struct stat s, d;
+        size_t k;
+        int entries = build_par_tree(), named = 0, rc;
+
+        cr_assert_eq(backup(src, &o, &res, &e), 0, "%s", e.msg);
+        r = repo_open();
+        cr_assert_eq(
+            kb_volume_walk(r, find_snap(r, res.snapshot_id, &l), "m_big", grab_chunks, &c, &e), 1,
+            "%s", e.msg);
+        cr_assert_gt(c.n, 8, "m_big has only %zu chunks", c.n);
+        k = damage_middle_chunk(r, &c);
+        for (size_t i = 0; i < k; i++) {
+                uint32_t len;
+
+                cr_assert_eq(kb_repo_blob_size(r, c.ids[i], &len), 0);
+                at += len;
+        }
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
+
+        rc = restore_threads(res.snapshot_id, dst, 4, &w, &rr, &e);
+        cr_assert_eq(rc, KB_EPARTIAL, "%s: %s", kb_err_name(rc), e.msg);
+        cr_assert_eq(rr.errors, 1);
+        cr_assert_eq(rr.files, (uint64_t)entries);
+        for (int i = 0; i < w.n; i++)
+                named += strstr(w.msg[i], "m_big") != NULL;
+        cr_assert_eq(named, 1, "the damage was reported %d times", named);
+        cr_assert_eq(w.n, 1, "%s", w.msg[w.n - 1]);
+        snprintf(want, sizeof(want),
+                 "m_big: damaged data at offset %llu: ", (unsigned long long)at);
+        cr_assert(warned(&w, want, NULL), "want '%s', got '%s'", want, w.msg[0]);
+
+        /* The damaged file holds exactly the bytes before the damage, and not its recorded mtime.
+         */
+        snprintf(p, sizeof(p), "%s/m_big", src);
+        snprintf(q, sizeof(q), "%s/m_big", dst);
+        cr_assert_eq(stat(p, &s), 0);
+        cr_assert_eq(stat(q, &d), 0);
+        cr_assert_eq((uint64_t)d.st_size, at);
+        cr_assert_neq(s.st_mtim.tv_sec, d.st_mtim.tv_sec);
+        {
+                int a = open(p, O_RDONLY), b = open(q, O_RDONLY);
+                uint8_t *x = malloc(at), *y = malloc(at);
+
+                cr_assert_eq(pread(a, x, at, 0), (ssize_t)at);
+                cr_assert_eq(pread(b, y, at, 0), (ssize_t)at);
+                cr_assert(!memcmp(x, y, at), "the bytes before the damage differ");
+                free(x);
+                free(y);
+                close(a);
+                close(b);
+        }
+        /* Everything else is intact. */
+        snprintf(p, sizeof(p), "%s/many", src);
+        snprintf(q, sizeof(q), "%s/many", dst);
+        cmp_paths(p, q);
+        {
+                int a = open(src, O_RDONLY | O_DIRECTORY), b = open(dst, O_RDONLY | O_DIRECTORY);
+
+                cmp_content(a, b, "z_zeros", "z_zeros");
+                cmp_content(a, b, "s_sparse", "s_sparse");
+                close(a);
+                close(b);
+        }
+        free(c.ids);
+        warns_free(&w);
+}

@@ -1,0 +1,777 @@
+/* restore_pool.c - worker threads that load, verify and write restored files' content.
+ *
+ * A file's chunk list is cut into jobs of consecutive chunks (JOB_BYTES of plaintext, known from
+ * the index without reading anything); a job knows where in the file its first chunk goes, so jobs
+ * run in any order and one large file keeps every worker busy. Jobs are queued in walk order, and
+ * the saver stored chunks in that order, so workers read the packs roughly front to back.
+ *
+ * Problems of one file (a damaged chunk, a write error, a node whose chunks do not fit its size)
+ * are collected in the file's state and only the one at the lowest offset is reported, by whoever
+ * finishes the file last: the message names the same offset a sequential restore would, and the
+ * file is cut there, so it keeps exactly the bytes before the damage.
+ *
+ * One mutex guards the queue, the counters of open files and groups, the problem messages and the
+ * warning queue; it is taken a few times per job (several MiB), never while reading or writing. */
+#include "restore_pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "fsmeta.h"
+
+#define POOL_MAX_THREADS 64
+#define JOB_BYTES        (8u << 20)
+#define MAX_JOBS         1024
+#define DEFAULT_FILES    256
+#define TICK_NSEC        250000000L
+#define NO_PROBLEM       UINT64_MAX
+
+/* Where the next content byte goes: extent `ei`, `epos` bytes into it. */
+struct cursor {
+        size_t ei;
+        uint64_t epos;
+};
+
+struct rfile {
+        struct kb_restore_pool *p;
+        struct kb_restore_group *g;
+        const Kbackup__Node *n;
+        Kbackup__Extent one; /* the whole file, for a file without recorded extents */
+        Kbackup__Extent **ext;
+        size_t next;
+        int fd;
+        size_t refs;             /* queued or running jobs, +1 while being handed over */
+        _Atomic uint64_t bad_at; /* offset of the first problem; read without the lock */
+        char *bad_msg;           /* its message */
+        char path[];
+};
+
+struct job {
+        struct rfile *f;
+        size_t first, end; /* chunk indices */
+        struct cursor at;  /* where chunk `first` goes */
+        struct job *next;
+};
+
+struct warning {
+        struct warning *next;
+        int counted;
+        char *msg;
+};
+
+struct kb_restore_group {
+        struct kb_restore_pool *p;
+        size_t refs; /* unfinished files, +1 until closed */
+        void (*release)(void *);
+        void *arg;
+};
+
+struct kb_restore_pool {
+        struct kb_restore_pool_cfg cfg;
+        pthread_t threads[POOL_MAX_THREADS];
+        unsigned nthreads;
+        size_t max_files;
+
+        pthread_mutex_t lock;
+        pthread_cond_t work; /* a job was queued, or stop */
+        pthread_cond_t done; /* a job or a file finished */
+        struct job *head, *tail;
+        size_t queued;     /* jobs waiting in the queue */
+        size_t files_open; /* handed over and not finished */
+        int stop;
+        struct warning *warn_head, **warn_tail;
+        uint64_t warn_lost; /* counted warnings that could not be queued */
+        _Atomic int rc;     /* first fatal error */
+        struct kb_err err;
+        _Atomic uint64_t files, bytes;
+};
+
+/* --- warnings and errors ------------------------------------------------------------------- */
+
+static void queue_warning(struct kb_restore_pool *p, int counted, char *msg)
+{
+        struct warning *w = msg ? malloc(sizeof(*w)) : NULL;
+
+        pthread_mutex_lock(&p->lock);
+        if (w) {
+                w->next = NULL;
+                w->counted = counted;
+                w->msg = msg;
+                *p->warn_tail = w;
+                p->warn_tail = &w->next;
+        } else {
+                free(msg);
+                if (counted)
+                        p->warn_lost++;
+        }
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void pool_warn(struct kb_restore_pool *p, int counted, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void pool_warn(struct kb_restore_pool *p, int counted, const char *fmt, ...)
+{
+        va_list ap;
+        char *msg;
+
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        queue_warning(p, counted, msg);
+}
+
+/* Called with the lock held; hands the queued warnings to cfg.warn without it. */
+static void deliver_locked(struct kb_restore_pool *p)
+{
+        struct warning *w = p->warn_head;
+        uint64_t lost = p->warn_lost;
+
+        if (!w && !lost)
+                return;
+        p->warn_head = NULL;
+        p->warn_tail = &p->warn_head;
+        p->warn_lost = 0;
+        pthread_mutex_unlock(&p->lock);
+        while (w) {
+                struct warning *next = w->next;
+
+                if (p->cfg.warn)
+                        p->cfg.warn(p->cfg.arg, w->counted, w->msg);
+                free(w->msg);
+                free(w);
+                w = next;
+        }
+        for (; lost && p->cfg.warn; lost--)
+                p->cfg.warn(p->cfg.arg, 1, "(out of memory formatting a warning)");
+        pthread_mutex_lock(&p->lock);
+}
+
+/* The walking thread waits (lock held) for a change, delivering warnings and ticking meanwhile. */
+static void wait_locked(struct kb_restore_pool *p)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += TICK_NSEC;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&p->done, &p->lock, &ts);
+        deliver_locked(p);
+        if (p->cfg.tick) {
+                pthread_mutex_unlock(&p->lock);
+                p->cfg.tick(p->cfg.arg);
+                pthread_mutex_lock(&p->lock);
+        }
+}
+
+static void set_fatal(struct kb_restore_pool *p, const struct kb_err *e)
+{
+        pthread_mutex_lock(&p->lock);
+        if (atomic_load(&p->rc) == 0) {
+                p->err = *e;
+                atomic_store(&p->rc, e->code ? e->code : -EIO);
+        }
+        pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->lock);
+}
+
+static int fatal_nomem(struct kb_restore_pool *p)
+{
+        struct kb_err e = {0};
+
+        kb_err_set(&e, -ENOMEM, "out of memory");
+        set_fatal(p, &e);
+        return atomic_load(&p->rc);
+}
+
+/* Record a problem of f at file offset `at`; the lowest offset wins. */
+static void file_problem(struct rfile *f, uint64_t at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void file_problem(struct rfile *f, uint64_t at, const char *fmt, ...)
+{
+        va_list ap;
+        char *msg;
+
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        pthread_mutex_lock(&f->p->lock);
+        if (at < atomic_load(&f->bad_at)) {
+                char *old = f->bad_msg;
+
+                f->bad_msg = msg;
+                atomic_store(&f->bad_at, at);
+                msg = old;
+        }
+        pthread_mutex_unlock(&f->p->lock);
+        free(msg);
+}
+
+static void meta_report(void *arg, const char *what, int errnum, int counted)
+{
+        struct rfile *f = arg;
+
+        pool_warn(f->p, counted, "%s: cannot restore metadata (%s): %s", f->path, what,
+                  strerror(errnum));
+}
+
+/* --- data ranges --------------------------------------------------------------------------- */
+
+/* The file's data ranges, checked against its size. Returns the count or -1 when inconsistent. */
+static ssize_t file_extents(const Kbackup__Node *n, Kbackup__Extent *one, Kbackup__Extent ***out)
+{
+        uint64_t prev_end = 0;
+
+        if (!n->sparse) {
+                one->offset = 0;
+                one->length = n->size;
+                *out = NULL;
+                return n->size ? 1 : 0;
+        }
+        for (size_t i = 0; i < n->n_extents; i++) {
+                const Kbackup__Extent *e = n->extents[i];
+
+                if (e->offset < prev_end || e->length > UINT64_MAX - e->offset ||
+                    e->offset + e->length > n->size)
+                        return -1;
+                prev_end = e->offset + e->length;
+        }
+        *out = n->extents;
+        return (ssize_t)n->n_extents;
+}
+
+static const Kbackup__Extent *ext_at(const struct rfile *f, size_t i)
+{
+        return f->ext ? f->ext[i] : &f->one;
+}
+
+/* Step over used-up and empty extents. */
+static void cursor_norm(const struct rfile *f, struct cursor *c)
+{
+        while (c->ei < f->next && ext_at(f, c->ei)->length == c->epos) {
+                c->ei++;
+                c->epos = 0;
+        }
+}
+
+/* File offset of the next content byte (the file size once every range is used up). */
+static uint64_t cursor_at(const struct rfile *f, const struct cursor *c)
+{
+        return c->ei < f->next ? ext_at(f, c->ei)->offset + c->epos : f->n->size;
+}
+
+/* Move over len content bytes; returns 1 when the ranges end first. */
+static int cursor_advance(const struct rfile *f, struct cursor *c, uint64_t len)
+{
+        while (len) {
+                uint64_t k;
+
+                cursor_norm(f, c);
+                if (c->ei >= f->next)
+                        return 1;
+                k = ext_at(f, c->ei)->length - c->epos;
+                if (k > len)
+                        k = len;
+                c->epos += k;
+                len -= k;
+        }
+        return 0;
+}
+
+/* --- workers ------------------------------------------------------------------------------- */
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+        while (n) {
+                ssize_t w = pwrite(fd, p, n, (off_t)off);
+
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t)w;
+                off += (uint64_t)w;
+        }
+        return 0;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Write one chunk's bytes from cursor c on. Returns 0, or -1 when the job must stop. */
+static int write_chunk(struct rfile *f, struct cursor *c, const uint8_t *data, size_t len)
+{
+        struct kb_restore_pool *p = f->p;
+        /* A new file reads as zeros where nothing was written: a run of zeros becomes a hole
+         * (files recorded as sparse keep the holes they had and nothing more). */
+        int hole = !f->n->sparse && all_zero(data, len);
+
+        while (len) {
+                const Kbackup__Extent *x;
+                uint64_t k;
+                int rc;
+
+                cursor_norm(f, c);
+                if (c->ei >= f->next)
+                        return 0; /* the rest does not fit: the walker reported it */
+                x = ext_at(f, c->ei);
+                k = x->length - c->epos;
+                if (k > len)
+                        k = len;
+                if (!hole) {
+                        rc = pwrite_all(f->fd, data, (size_t)k, x->offset + c->epos);
+                        if (rc == -ENOSPC || rc == -EDQUOT || rc == -EROFS) {
+                                struct kb_err e = {0};
+
+                                kb_err_sys(&e, rc, "%s: cannot write", f->path);
+                                set_fatal(p, &e);
+                                return -1;
+                        }
+                        if (rc < 0) {
+                                file_problem(f, x->offset + c->epos, "%s: cannot write: %s",
+                                             f->path, strerror(-rc));
+                                return -1;
+                        }
+                }
+                data += k;
+                len -= (size_t)k;
+                c->epos += k;
+                atomic_fetch_add(&p->bytes, k);
+        }
+        return 0;
+}
+
+static void run_job(struct job *j, struct kb_buf *buf)
+{
+        struct rfile *f = j->f;
+        struct kb_restore_pool *p = f->p;
+        struct cursor c = j->at;
+
+        for (size_t i = j->first; i < j->end; i++) {
+                struct kb_err e = {0};
+                uint64_t at;
+                int rc;
+
+                cursor_norm(f, &c);
+                at = cursor_at(f, &c);
+                /* Past a problem nothing is kept, and after a fatal error nothing matters. */
+                if (atomic_load(&p->rc) || at >= atomic_load(&f->bad_at))
+                        return;
+                kb_buf_reset(buf);
+                rc = kb_repo_blob_load(p->cfg.repo, f->n->content[i].data, buf, &e);
+                if (rc == -ENOMEM) {
+                        fatal_nomem(p);
+                        return;
+                }
+                if (rc < 0) {
+                        file_problem(f, at, "%s: damaged data at offset %llu: %s", f->path,
+                                     (unsigned long long)at, e.msg);
+                        return;
+                }
+                if (write_chunk(f, &c, buf->data, buf->len) < 0)
+                        return;
+        }
+}
+
+static void group_put(struct kb_restore_group *g)
+{
+        struct kb_restore_pool *p = g->p;
+        int last;
+
+        pthread_mutex_lock(&p->lock);
+        last = --g->refs == 0;
+        pthread_mutex_unlock(&p->lock);
+        if (last) {
+                if (g->release)
+                        g->release(g->arg);
+                free(g);
+        }
+}
+
+/* Every job of f is done: size, metadata, close. */
+static void file_finish(struct rfile *f)
+{
+        struct kb_restore_pool *p = f->p;
+        uint64_t bad = atomic_load(&f->bad_at);
+        int ok = bad == NO_PROBLEM;
+
+        if (atomic_load(&p->rc) == 0) {
+                /* Extends over a trailing hole (or zero run) without writing zeros. */
+                if (ok && ftruncate(f->fd, (off_t)f->n->size) < 0) {
+                        pool_warn(p, 1, "%s: cannot set size: %s", f->path, strerror(errno));
+                        ok = 0;
+                }
+                if (bad != NO_PROBLEM) {
+                        /* Later jobs may have written past the damage: keep what comes before. */
+                        if (ftruncate(f->fd, (off_t)bad) < 0) {
+                                /* The damage is reported below; the size is wrong anyway. */
+                        }
+                        if (f->bad_msg)
+                                queue_warning(p, 1, f->bad_msg);
+                        else
+                                pool_warn(p, 1, "%s: damaged", f->path);
+                        f->bad_msg = NULL;
+                }
+                kb_fsmeta_apply(f->fd, -1, NULL, f->n,
+                                (p->cfg.owner ? KB_FSMETA_OWNER : 0) | (ok ? KB_FSMETA_TIMES : 0),
+                                meta_report, f);
+                if (close(f->fd) < 0 && ok)
+                        pool_warn(p, 1, "%s: cannot write: %s", f->path, strerror(errno));
+                atomic_fetch_add(&p->files, 1);
+        } else {
+                close(f->fd);
+        }
+        if (f->g)
+                group_put(f->g);
+        free(f->bad_msg);
+        free(f);
+        pthread_mutex_lock(&p->lock);
+        p->files_open--;
+        pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void file_put(struct rfile *f)
+{
+        struct kb_restore_pool *p = f->p;
+        int last;
+
+        pthread_mutex_lock(&p->lock);
+        last = --f->refs == 0;
+        if (!last)
+                pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->lock);
+        if (last)
+                file_finish(f);
+}
+
+static void *worker(void *arg)
+{
+        struct kb_restore_pool *p = arg;
+        struct kb_buf buf = KB_BUF_INIT;
+
+        for (;;) {
+                struct job *j;
+
+                pthread_mutex_lock(&p->lock);
+                while (!p->head && !p->stop)
+                        pthread_cond_wait(&p->work, &p->lock);
+                j = p->head;
+                if (!j) {
+                        pthread_mutex_unlock(&p->lock);
+                        break;
+                }
+                p->head = j->next;
+                if (!p->head)
+                        p->tail = NULL;
+                p->queued--;
+                pthread_mutex_unlock(&p->lock);
+
+                run_job(j, &buf);
+                file_put(j->f);
+                free(j);
+        }
+        kb_buf_free(&buf);
+        kb_repo_zstd_release_thread(p->cfg.repo);
+        return NULL;
+}
+
+/* --- the walking thread's side ------------------------------------------------------------- */
+
+static size_t files_budget(size_t want)
+{
+        struct rlimit rl;
+
+        if (!want)
+                want = DEFAULT_FILES;
+        /* Leave room for the directory stack, the backend and the caller. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+                rlim_t spare = rl.rlim_cur > 256 ? (rl.rlim_cur - 192) / 2 : 4;
+
+                if (want > spare)
+                        want = (size_t)spare;
+        }
+        return want < 4 ? 4 : want;
+}
+
+int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore_pool **out,
+                        struct kb_err *err)
+{
+        struct kb_restore_pool *p = calloc(1, sizeof(*p));
+        pthread_condattr_t ca;
+        unsigned threads = cfg->threads;
+
+        if (!p)
+                return kb_err_set(err, -ENOMEM, "out of memory");
+        if (threads == 0) {
+                long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+                threads = ncpu > 0 ? (unsigned)ncpu : 1;
+        }
+        if (threads > POOL_MAX_THREADS)
+                threads = POOL_MAX_THREADS;
+        p->cfg = *cfg;
+        p->max_files = files_budget(cfg->max_files);
+        p->warn_tail = &p->warn_head;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->work, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->done, &ca);
+        pthread_condattr_destroy(&ca);
+        for (p->nthreads = 0; p->nthreads < threads; p->nthreads++)
+                if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
+                        break;
+        if (p->nthreads == 0) {
+                kb_restore_pool_free(p, NULL);
+                return kb_err_set(err, -EAGAIN, "cannot start worker threads");
+        }
+        *out = p;
+        return 0;
+}
+
+static int status_locked(struct kb_restore_pool *p, struct kb_err *err)
+{
+        int rc = atomic_load(&p->rc);
+
+        if (rc < 0 && err)
+                *err = p->err;
+        return rc;
+}
+
+int kb_restore_pool_poll(struct kb_restore_pool *p, struct kb_err *err)
+{
+        int rc;
+
+        pthread_mutex_lock(&p->lock);
+        deliver_locked(p);
+        rc = status_locked(p, err);
+        pthread_mutex_unlock(&p->lock);
+        return rc;
+}
+
+int kb_restore_pool_wait(struct kb_restore_pool *p, struct kb_err *err)
+{
+        int rc;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->files_open)
+                wait_locked(p);
+        deliver_locked(p);
+        rc = status_locked(p, err);
+        pthread_mutex_unlock(&p->lock);
+        return rc;
+}
+
+int kb_restore_pool_free(struct kb_restore_pool *p, struct kb_err *err)
+{
+        int rc;
+
+        if (!p)
+                return 0;
+        kb_restore_pool_wait(p, NULL);
+        pthread_mutex_lock(&p->lock);
+        p->stop = 1;
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->lock);
+        for (unsigned i = 0; i < p->nthreads; i++)
+                pthread_join(p->threads[i], NULL);
+        rc = kb_restore_pool_poll(p, err);
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->done);
+        free(p);
+        return rc;
+}
+
+void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes)
+{
+        *files = atomic_load(&p->files);
+        *bytes = atomic_load(&p->bytes);
+}
+
+struct kb_restore_group *kb_restore_group_new(struct kb_restore_pool *p, void (*release)(void *),
+                                              void *arg)
+{
+        struct kb_restore_group *g = calloc(1, sizeof(*g));
+
+        if (g) {
+                g->p = p;
+                g->refs = 1;
+                g->release = release;
+                g->arg = arg;
+        }
+        return g;
+}
+
+void kb_restore_group_close(struct kb_restore_group *g)
+{
+        if (g)
+                group_put(g);
+}
+
+/* Queue a job; it holds a reference to its file. Returns 0 or the fatal error (j freed). */
+static int submit(struct kb_restore_pool *p, struct job *j)
+{
+        int rc;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->queued >= MAX_JOBS && !atomic_load(&p->rc))
+                wait_locked(p);
+        rc = atomic_load(&p->rc);
+        if (rc < 0) {
+                pthread_mutex_unlock(&p->lock);
+                free(j);
+                return rc;
+        }
+        j->f->refs++;
+        if (p->tail)
+                p->tail->next = j;
+        else
+                p->head = j;
+        p->tail = j;
+        p->queued++;
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
+/* Cut the chunk list into jobs. Problems found in the node itself end the list early. */
+static void split_jobs(struct rfile *f)
+{
+        struct kb_restore_pool *p = f->p;
+        const Kbackup__Node *n = f->n;
+        struct cursor c = {0, 0};
+        struct job *j = NULL;
+        uint64_t jbytes = 0;
+        size_t i;
+
+        for (i = 0; i < n->n_content; i++) {
+                const uint8_t *id = n->content[i].data;
+                uint32_t len;
+                uint64_t at;
+
+                cursor_norm(f, &c);
+                at = cursor_at(f, &c);
+                if (n->content[i].len != KB_ID_LEN) {
+                        file_problem(f, at, "%s: damaged metadata at offset %llu: bad chunk id",
+                                     f->path, (unsigned long long)at);
+                        break;
+                }
+                if (kb_repo_blob_size(p->cfg.repo, id, &len) < 0) {
+                        char bid[17];
+
+                        kb_hex_encode(id, 8, bid);
+                        file_problem(f, at,
+                                     "%s: damaged data at offset %llu: chunk %s is not in the "
+                                     "index",
+                                     f->path, (unsigned long long)at, bid);
+                        break;
+                }
+                if (c.ei >= f->next) {
+                        file_problem(f, at, "%s: damaged metadata: content longer than the file",
+                                     f->path);
+                        break;
+                }
+                if (!j) {
+                        j = calloc(1, sizeof(*j));
+                        if (!j) {
+                                fatal_nomem(p);
+                                return;
+                        }
+                        j->f = f;
+                        j->first = i;
+                        j->at = c;
+                }
+                j->end = i + 1;
+                jbytes += len;
+                if (cursor_advance(f, &c, len)) {
+                        /* The job writes the part that fits. */
+                        file_problem(f, n->size,
+                                     "%s: damaged metadata: content longer than the file", f->path);
+                        break;
+                }
+                if (jbytes >= JOB_BYTES) {
+                        if (submit(p, j) < 0)
+                                return;
+                        j = NULL;
+                        jbytes = 0;
+                }
+        }
+        if (i == n->n_content) {
+                cursor_norm(f, &c);
+                if (c.ei < f->next)
+                        file_problem(f, cursor_at(f, &c),
+                                     "%s: damaged metadata: content shorter than the file",
+                                     f->path);
+        }
+        if (j)
+                submit(p, j);
+}
+
+int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, int fd,
+                         const Kbackup__Node *n, const char *path, struct kb_err *err)
+{
+        size_t plen = strlen(path);
+        struct rfile *f = calloc(1, sizeof(*f) + plen + 1);
+        ssize_t next;
+        int rc;
+
+        if (!f) {
+                close(fd);
+                fatal_nomem(p);
+                return kb_restore_pool_poll(p, err);
+        }
+        memcpy(f->path, path, plen + 1);
+        f->p = p;
+        f->g = g;
+        f->n = n;
+        f->fd = fd;
+        f->refs = 1;
+        atomic_init(&f->bad_at, NO_PROBLEM);
+
+        pthread_mutex_lock(&p->lock);
+        while (p->files_open >= p->max_files && !atomic_load(&p->rc))
+                wait_locked(p);
+        rc = status_locked(p, err);
+        if (rc < 0) {
+                pthread_mutex_unlock(&p->lock);
+                close(fd);
+                free(f);
+                return rc;
+        }
+        p->files_open++;
+        if (g)
+                g->refs++;
+        pthread_mutex_unlock(&p->lock);
+
+        next = file_extents(n, &f->one, &f->ext);
+        if (next < 0)
+                file_problem(f, 0, "%s: damaged metadata: data ranges do not fit the file size",
+                             path);
+        else {
+                f->next = (size_t)next;
+                split_jobs(f);
+        }
+        file_put(f);
+        return kb_restore_pool_poll(p, err);
+}

@@ -1,0 +1,70 @@
+/* restore_pool.h - worker threads that write restored files' content for kb_volume_restore.
+ *
+ * The walking thread creates each regular file and hands its open descriptor and node to the pool.
+ * The pool splits the file's chunk list into ranges of consecutive chunks (a few MiB each), so one
+ * large file is written by every worker at once; each range is loaded, verified and written with
+ * pwrite at its place. The range that finishes last sets the size, applies the metadata and closes
+ * the file.
+ *
+ * Only the walking thread calls the functions below: warnings met by the workers are queued and
+ * handed to cfg.warn from those calls, so callbacks never run on a worker thread. */
+#ifndef KB_RESTORE_POOL_H
+#define KB_RESTORE_POOL_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "kbackup.pb-c.h"
+#include "repo.h"
+
+struct kb_restore_pool;
+struct kb_restore_group;
+
+struct kb_restore_pool_cfg {
+        struct kb_repo *repo;
+        unsigned threads; /* 0 = online cores */
+        int owner;        /* chown restored files to their recorded owner */
+        size_t max_files; /* files open at once; 0 = 256 (less under a low descriptor limit) */
+        /* A problem with one file; counted is 0 for limits of the target (see fsmeta.h). */
+        void (*warn)(void *arg, int counted, const char *msg);
+        /* Called now and then while a call blocks (for progress reports). */
+        void (*tick)(void *arg);
+        void *arg;
+};
+
+int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore_pool **out,
+                        struct kb_err *err);
+
+/* Wait for every file, stop the workers, free. Returns the first fatal error (see
+ * kb_restore_pool_file), also left in err. */
+int kb_restore_pool_free(struct kb_restore_pool *p, struct kb_err *err);
+
+/* A set of files whose nodes live in one place (a directory's tree): release(arg) runs, on
+ * whichever thread finishes last, once kb_restore_group_close was called and every file of the
+ * group is done. NULL when out of memory. */
+struct kb_restore_group *kb_restore_group_new(struct kb_restore_pool *p, void (*release)(void *),
+                                              void *arg);
+void kb_restore_group_close(struct kb_restore_group *g);
+
+/* Restore the content of regular file n (size, data ranges, chunk list) into fd, which must be a
+ * new empty file opened for writing; then set its size and metadata (times only when the content is
+ * complete) and close it. The pool owns fd from here on, even when this fails. n must stay valid
+ * until the group (or, with g NULL, the pool) is done; `path` is copied for messages.
+ *
+ * A damaged chunk or an inconsistent node is reported once, through warn, with the file and the
+ * offset of the first problem; the file keeps the bytes before it. Blocks while the pool is full.
+ * Returns 0, or the first fatal error of the restore (the target is full or read-only, out of
+ * memory), after which every later call fails with it too and the caller should stop. */
+int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, int fd,
+                         const Kbackup__Node *n, const char *path, struct kb_err *err);
+
+/* Deliver queued warnings; returns the first fatal error so far, or 0. Does not block. */
+int kb_restore_pool_poll(struct kb_restore_pool *p, struct kb_err *err);
+
+/* Block until every file handed over so far is done; returns as kb_restore_pool_poll. */
+int kb_restore_pool_wait(struct kb_restore_pool *p, struct kb_err *err);
+
+/* Files finished (closed with their metadata) and content bytes written so far. */
+void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,241 @@
+/* test_check.c - check finds and names each kind of damage, and the snapshots and files it
+ * affects; a sound repository (leftovers included) passes. */
+#include "ops_testlib.h"
+
+#include "check.h"
+
+TestSuite(check, .init = ops_setup, .fini = ops_teardown);
+
+#define NFILES 6
+
+static struct ops_log *run_check(int read_data, unsigned subset, struct kb_check_result *res)
+{
+        struct kb_repo *r = ops_open_flags(KB_REPO_NO_INDEX);
+        struct kb_check_opts o = {
+            .read_data = read_data, .read_subset_pct = subset, .report = ops_report};
+        struct ops_log *log = calloc(1, sizeof(*log));
+        struct kb_err e = {0};
+
+        o.arg = log;
+        cr_assert_eq(kb_check(r, &o, res, &e), 0, "%s", e.msg);
+        cr_assert_eq(res->errors, log->errors);
+        kb_repo_close(r);
+        return log;
+}
+
+static void two_snapshots(char a[KB_ID_HEX_LEN + 1], char b[KB_ID_HEX_LEN + 1])
+{
+        struct kb_repo *r = ops_open();
+
+        ops_snapshot(r, 1, NFILES, 2, 1700000000, a);
+        ops_snapshot(r, 2, NFILES, 2, 1700001000, b);
+        kb_repo_close(r);
+}
+
+/* Which pack holds file `n` of generation `gen`, and at what offset. */
+static void locate(unsigned gen, unsigned n, char pack[KB_ID_HEX_LEN + 1], uint32_t *offset)
+{
+        struct kb_repo *r = ops_open();
+        uint8_t *buf = malloc(OPS_FILE_SIZE), id[KB_ID_LEN];
+        const struct kb_index_entry *e;
+
+        ops_content(gen, n, buf, OPS_FILE_SIZE);
+        kb_repo_blob_id(r, buf, OPS_FILE_SIZE, id);
+        e = kb_index_lookup(r->index, id);
+        cr_assert_not_null(e);
+        kb_hex_encode(kb_index_pack_id(r->index, e->pack), KB_ID_LEN, pack);
+        *offset = e->offset;
+        free(buf);
+        kb_repo_close(r);
+}
+
+static void pack_path(const char *pack, char *out, size_t len)
+{
+        snprintf(out, len, "%s/data/%.2s/%s", ops_dir, pack, pack);
+}
+
+Test(check, sound_repository_passes)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1];
+        struct kb_check_result res;
+        struct ops_log *log;
+
+        two_snapshots(a, b);
+        log = run_check(1, 0, &res);
+        cr_expect_eq(res.errors, 0, "%s", log->buf);
+        cr_expect_eq(res.snapshots, 2);
+        cr_expect_gt(res.packs, 1);
+        cr_expect_eq(res.packs_read, res.packs);
+        cr_expect_eq(res.trees, 4, "two root trees and two sub trees");
+        free(log);
+}
+
+Test(check, flipped_byte_is_found_with_read_data_and_named)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], pack[KB_ID_HEX_LEN + 1], path[256];
+        struct kb_check_result res;
+        struct ops_log *log;
+        uint32_t off;
+
+        two_snapshots(a, b);
+        /* f4 of generation 2: only snapshot b has it. */
+        locate(2, 4, pack, &off);
+        pack_path(pack, path, sizeof(path));
+        ops_flip(path, off + 100);
+
+        log = run_check(0, 0, &res);
+        cr_expect_eq(res.errors, 0, "structure alone cannot see inside a chunk:\n%s", log->buf);
+        free(log);
+
+        log = run_check(1, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        cr_expect(strstr(log->buf, pack) != NULL, "the pack is named:\n%s", log->buf);
+        cr_expect(strstr(log->buf, "does not match its name"), "%s", log->buf);
+        cr_expect(strstr(log->buf, "authentication failed"), "%s", log->buf);
+        {
+                char line[160];
+
+                snprintf(line, sizeof(line), "snapshot %.8s: f4: 1 of 1 chunk(s) damaged", b);
+                cr_expect(strstr(log->buf, line), "want '%s' in:\n%s", line, log->buf);
+                snprintf(line, sizeof(line), "snapshot %.8s:", a);
+                cr_expect(strstr(log->buf, line) == NULL, "snapshot a is not affected:\n%s",
+                          log->buf);
+        }
+        cr_expect_eq(res.damaged_snapshots, 1);
+        free(log);
+
+        /* A subset of 100% reads everything too. */
+        log = run_check(0, 100, &res);
+        cr_expect_gt(res.errors, 0);
+        free(log);
+}
+
+Test(check, missing_pack_names_snapshots_and_files)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], pack[KB_ID_HEX_LEN + 1], path[256];
+        char line[200];
+        struct kb_check_result res;
+        struct ops_log *log;
+        uint32_t off;
+
+        two_snapshots(a, b);
+        /* f0 is shared by both generations. */
+        locate(0, 0, pack, &off);
+        pack_path(pack, path, sizeof(path));
+        cr_assert_eq(unlink(path), 0);
+        log = run_check(0, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        snprintf(line, sizeof(line), "pack %s is missing", pack);
+        cr_expect(strstr(log->buf, line), "%s", log->buf);
+        snprintf(line, sizeof(line), "snapshot %.8s: f0: 1 of 1 chunk(s) damaged", a);
+        cr_expect(strstr(log->buf, line), "want '%s' in:\n%s", line, log->buf);
+        snprintf(line, sizeof(line), "snapshot %.8s: f0: 1 of 1 chunk(s) damaged", b);
+        cr_expect(strstr(log->buf, line), "want '%s' in:\n%s", line, log->buf);
+        cr_expect_eq(res.damaged_snapshots, 2);
+        free(log);
+}
+
+Test(check, truncated_pack_and_damaged_header)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], pack[KB_ID_HEX_LEN + 1], path[256];
+        struct kb_check_result res;
+        struct ops_log *log;
+        struct stat st;
+        uint32_t off;
+
+        two_snapshots(a, b);
+        locate(2, 5, pack, &off);
+        pack_path(pack, path, sizeof(path));
+        cr_assert_eq(stat(path, &st), 0);
+        /* The last bytes are the header's tag and the length word. */
+        ops_flip(path, st.st_size - 10);
+        log = run_check(0, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        cr_expect(strstr(log->buf, "header does not authenticate"), "%s", log->buf);
+        cr_expect(strstr(log->buf, pack), "%s", log->buf);
+        free(log);
+
+        cr_assert_eq(truncate(path, st.st_size - 1000), 0);
+        log = run_check(0, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        cr_expect(strstr(log->buf, pack), "%s", log->buf);
+        free(log);
+}
+
+Test(check, damaged_index_and_snapshot_records_are_reported)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], path[512];
+        struct kb_check_result res;
+        struct ops_log *log;
+
+        two_snapshots(a, b);
+        snprintf(path, sizeof(path), "%s/snapshots/%s", ops_dir, a);
+        ops_flip(path, 30);
+        log = run_check(0, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        cr_expect(strstr(log->buf, "snapshot ") && strstr(log->buf, "authentication failed"), "%s",
+                  log->buf);
+        cr_expect_eq(res.snapshots, 1, "the other snapshot is still checked");
+        free(log);
+}
+
+Test(check, damaged_index_file_is_reported_and_check_goes_on)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], path[512];
+        struct kb_check_result res;
+        struct ops_log *log;
+        DIR *d;
+        struct dirent *de;
+
+        two_snapshots(a, b);
+        snprintf(path, sizeof(path), "%s/index", ops_dir);
+        d = opendir(path);
+        cr_assert_not_null(d);
+        while ((de = readdir(d)) != NULL && de->d_name[0] == '.')
+                ;
+        cr_assert_not_null(de);
+        snprintf(path, sizeof(path), "%s/index/%s", ops_dir, de->d_name);
+        closedir(d);
+        ops_flip(path, 40);
+        log = run_check(0, 0, &res);
+        cr_expect_gt(res.errors, 0);
+        cr_expect(strstr(log->buf, "index "), "%s", log->buf);
+        cr_expect(strstr(log->buf, "in no index"), "the blobs it named are missing:\n%s", log->buf);
+        free(log);
+}
+
+Test(check, leftover_packs_are_a_note_not_an_error)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1];
+        struct kb_repo *r;
+        struct kb_check_result res;
+        struct ops_log *log;
+        uint8_t buf[70000], id[KB_ID_LEN];
+        struct kb_err e = {0};
+
+        two_snapshots(a, b);
+        r = ops_open();
+        ops_content(77, 1, buf, sizeof(buf));
+        kb_repo_blob_id(r, buf, sizeof(buf), id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, buf, sizeof(buf), NULL, &e), 0);
+        kb_repo_close(r); /* the pack was written (it was full), no index names it */
+        log = run_check(1, 0, &res);
+        cr_expect_eq(res.errors, 0, "%s", log->buf);
+        cr_expect_eq(res.leftover_packs, 1);
+        cr_expect(strstr(log->buf, "N 1 pack(s)"), "%s", log->buf);
+        free(log);
+}
+
+Test(check, subset_reads_a_share_of_the_packs)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1];
+        struct kb_check_result res;
+        struct ops_log *log;
+
+        two_snapshots(a, b);
+        log = run_check(0, 50, &res);
+        cr_expect_eq(res.errors, 0, "%s", log->buf);
+        cr_expect_eq(res.packs_read, (res.packs + 1) / 2, "%llu of %llu",
+                     (unsigned long long)res.packs_read, (unsigned long long)res.packs);
+        free(log);
+}
