@@ -1,6 +1,8 @@
 /* cmd_backup.c - `kbackup backup volume PATH`: back up a directory tree. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -117,6 +119,12 @@ static int backup_volume(int argc, char **argv)
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;
+        /* A backup that cannot start must not touch the repository, not even with a lock. */
+        if (access(argv[optind], R_OK | X_OK) < 0) {
+                r = kb_err_sys(&err, -errno, "%s", argv[optind]);
+                free(tags);
+                return cli_fail(&err, r);
+        }
         code = cli_open_locked(CLI_LOCK_SHARED, "backup", 0, &repo, &lock);
         if (code != KB_EXIT_OK) {
                 free(tags);

@@ -22,7 +22,7 @@
 #
 # Usage: scripts/bench.sh [--runs N] [--etcd-mb MB] [--tree-mb MB] [--big-mib MIB]
 #                         [--corpus DIR] [--profile-dir DIR] [--only etcd|volumes|profile|zstd]
-#        (defaults: 3 runs, 200 MB etcd db, 1500 MB tree, 1024 MiB file; the corpus is prepared in
+#        (defaults: 3 runs, 200 MB etcd db, 1000 MB tree, 1024 MiB file; the corpus is prepared in
 #        the temp dir and removed, unless --corpus names a directory to keep it in and reuse;
 #        the default run, etcd and volumes, takes about @@MIN@@ minutes on 2 cores)
 set -euo pipefail
@@ -30,7 +30,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 
 runs=3
 etcd_mb=200
-tree_mb=1500
+tree_mb=1000
 big_mib=1024
 corpus_dir=""
 profile_dir=""
@@ -509,7 +509,7 @@ bench_profile() {
                 echo
                 echo "kbackup $what of the tree ($(du -sb "$corpus/tree" | cut -f1) bytes) under perf," \
                         "$(nproc) cores: wall $(((t1 - t0) / 1000000)) ms"
-                prof_stages "$what" "$hz" "$((t1 - t0))" <"$dir/$what.script" | tee "$dir/$what.stages"
+                prof_stages "$dir/$what.script" "$what" "$hz" "$((t1 - t0))" | tee "$dir/$what.stages"
                 rm -f "$dir/$what.script"
         done
         echo
@@ -517,30 +517,33 @@ bench_profile() {
         [[ -n $profile_dir ]] || echo "(removed at exit: give --profile-dir to keep it)"
 }
 
-# prof_stages backup|restore HZ WALL_NS < perf script output: the share of CPU samples per stage,
+# prof_stages SCRIPT_OUTPUT backup|restore HZ WALL_NS: from `perf script` output, the share of CPU samples per stage,
 # the CPU seconds per thread, and the top leaf symbols of each stage.
 prof_stages() {
         python3 - "$@" <<'EOF'
 import collections, re, sys
-mode, hz, wall = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) / 1e9
+mode, hz, wall = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) / 1e9
 ZSTD_C = r"^(ZSTD_compress|ZSTD_compressCCtx|ZSTD_compress2|ZSTD_compressStream)"
 ZSTD_D = r"^(ZSTD_decompress|ZSTD_decompressDCtx|ZSTD_decompressStream)"
 rules = [
     ("memory: page faults, mmap", r"^(asm_exc_page_fault|__x64_sys_munmap|__x64_sys_mmap|__x64_sys_madvise|__x64_sys_brk)$"),
-    ("waiting: locks, futex, scheduler", r"^(__x64_sys_futex|__x64_sys_sched_yield|__lll_lock_wait|pthread_cond_wait@@GLIBC_2.3.2)$"),
+    ("waiting: locks, futex, scheduler", r"^(__x64_sys_futex|do_futex|__x64_sys_sched_yield|__lll_lock_wait|pthread_cond_wait@@GLIBC_2.3.2)$"),
     ("chunk", r"^kb_chunker_"),
     ("hash: chunk ids" if mode == "backup" else "verify: chunk ids", r"^kb_crypto_blob_id"),
     ("hash: pack names", r"^kb_crypto_object_id$"),
     ("compress", ZSTD_C), ("decompress", ZSTD_D),
     ("encrypt", r"^kb_crypto_seal$"), ("decrypt", r"^kb_crypto_open"),
     ("index", r"^(kb_index_|kb_repo_index_load|kb_repo_blob_known|kb_repo_blob_size)"),
-    ("read" if mode == "backup" else "read packs", r"^(__x64_sys_read|__x64_sys_pread64|__x64_sys_preadv)$"),
+    # (the kernel inlines some __x64_sys_* entry points: ksys_*/do_* name those)
+    ("read" if mode == "backup" else "read packs",
+     r"^(__x64_sys_|ksys_)(read|pread64|preadv)$"),
     ("pack write (write, fsync, rename)" if mode == "backup" else "write files",
-     r"^(__x64_sys_write|__x64_sys_pwrite64|__x64_sys_pwritev|__x64_sys_fsync|__x64_sys_fdatasync|__x64_sys_renameat2|__x64_sys_rename|__x64_sys_fallocate|__x64_sys_ftruncate)$"),
+     r"^((__x64_sys_|ksys_)(write|pwrite64|pwritev|fallocate|ftruncate)|"
+     r"__x64_sys_(fsync|fdatasync|renameat2?)|do_fsync|do_renameat2|do_sys_ftruncate)$"),
 ] + ([("create files, dirs, links", r"^__x64_sys_(openat|mkdirat|symlinkat|linkat|mknodat)$")]
       if mode == "restore" else []) + [
     ("walk: open, stat, list dirs, xattrs" if mode == "backup" else "metadata: owner, mode, times, xattrs",
-     r"^__x64_sys_"),
+     r"^(__x64_sys_|do_syscall_64$)"),
     ("startup: dynamic linking, key derivation (Argon2id)", r"^(_dl_start|_dl_start_user|kb_crypto_derive|crypto_pwhash.*)$"),
     ("malloc/free", r"^(malloc|free|cfree|calloc|realloc|_int_malloc|_int_free|_int_realloc|__libc_malloc|__libc_free|__libc_calloc|__libc_realloc|malloc_consolidate|sysmalloc|unlink_chunk.*)$"),
     ("metadata encode/decode (protobuf)", r"^(protobuf_c_|kbackup__)"),
@@ -574,7 +577,7 @@ def flush(chain):
 head = re.compile(r"^\S.*?\s+(\d+)\s+[\d.]+:\s*$")
 frame = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)$")
 chain = []
-for line in sys.stdin:
+for line in open(sys.argv[1], errors="replace"):
     m = head.match(line)
     if m:
         flush(chain)
