@@ -31,11 +31,24 @@ struct cli_global {
 extern struct cli_global cli;
 
 /* Long options every command accepts, and the getopt codes they use. */
-enum { OPT_REPO = 1000, OPT_PASSWORD_FILE, OPT_JSON, OPT_QUIET, OPT_HELP, OPT_FIRST_COMMAND };
+enum {
+        OPT_REPO = 1000,
+        OPT_PASSWORD_FILE,
+        OPT_JSON,
+        OPT_QUIET,
+        OPT_HELP,
+        OPT_S3_CA_FILE,
+        OPT_RETENTION_DAYS,
+        OPT_RETENTION_MODE,
+        OPT_FIRST_COMMAND
+};
 #define CLI_COMMON_OPTIONS                                                                         \
         {"repo", required_argument, NULL, OPT_REPO},                                               \
             {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},                         \
             {"json", no_argument, NULL, OPT_JSON}, {"quiet", no_argument, NULL, 'q'},              \
+            {"s3-ca-file", required_argument, NULL, OPT_S3_CA_FILE},                               \
+            {"retention-days", required_argument, NULL, OPT_RETENTION_DAYS},                       \
+            {"retention-mode", required_argument, NULL, OPT_RETENTION_MODE},                       \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }

@@ -34,6 +34,17 @@ int cli_common_option(int c, const char *help)
         case 'q':
                 cli.quiet = 1;
                 return 1;
+        /* S3 backend options travel as the environment variables docs/s3.md documents, so a
+         * CronJob can set them either way; the backend validates them when it opens. */
+        case OPT_S3_CA_FILE:
+                setenv("KBACKUP_S3_CA_FILE", optarg, 1);
+                return 1;
+        case OPT_RETENTION_DAYS:
+                setenv("KBACKUP_S3_RETENTION_DAYS", optarg, 1);
+                return 1;
+        case OPT_RETENTION_MODE:
+                setenv("KBACKUP_S3_RETENTION_MODE", optarg, 1);
+                return 1;
         case 'h':
                 fputs(help, stdout);
                 return -1;

@@ -32,10 +32,14 @@ static const char usage[] =
     "  etcd ls|get|diff|info ...     read the keys inside etcd snapshots (kbackup etcd --help)\n"
     "\n"
     "Options for every command:\n"
-    "  --repo LOCATION               repository (default: $KBACKUP_REPOSITORY): a directory\n"
+    "  --repo LOCATION               repository (default: $KBACKUP_REPOSITORY): a directory,\n"
+    "                                or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]\n"
     "  --password-file FILE          read the password from FILE (default:\n"
     "                                $KBACKUP_PASSWORD_FILE, else $KBACKUP_PASSWORD)\n"
     "  --json                        machine-readable output\n"
+    "  --s3-ca-file FILE             CA of an https S3 endpoint ($KBACKUP_S3_CA_FILE)\n"
+    "  --retention-days N            S3 Object Lock retention of every new object\n"
+    "  --retention-mode MODE         GOVERNANCE (default) or COMPLIANCE (docs/s3.md)\n"
     "  -q, --quiet                   no progress or summary\n"
     "  -h, --help                    help (also after a command: kbackup backup --help)\n"
     "  --version                     print the version\n"
@@ -59,10 +63,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
-    {"ls", cmd_ls},     {"restore", cmd_restore}, {"etcd", cmd_etcd},
-    {"forget", cmd_forget}, {"prune", cmd_prune}, {"check", cmd_check},
-    {"key", cmd_key},       {"stats", cmd_stats}, {"unlock", cmd_unlock},
+    {"init", cmd_init},     {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
+    {"ls", cmd_ls},         {"restore", cmd_restore}, {"etcd", cmd_etcd},
+    {"forget", cmd_forget}, {"prune", cmd_prune},     {"check", cmd_check},
+    {"key", cmd_key},       {"stats", cmd_stats},     {"unlock", cmd_unlock},
     {NULL, NULL},
 };
 
@@ -93,6 +97,12 @@ int main(int argc, char **argv)
                         cli_no_lock = 1;
                 } else if (!strcmp(argv[i], "--lock-wait") && i + 1 < argc) {
                         cli_lock_wait = argv[++i];
+                } else if (!strcmp(argv[i], "--s3-ca-file") && i + 1 < argc) {
+                        setenv("KBACKUP_S3_CA_FILE", argv[++i], 1);
+                } else if (!strcmp(argv[i], "--retention-days") && i + 1 < argc) {
+                        setenv("KBACKUP_S3_RETENTION_DAYS", argv[++i], 1);
+                } else if (!strcmp(argv[i], "--retention-mode") && i + 1 < argc) {
+                        setenv("KBACKUP_S3_RETENTION_MODE", argv[++i], 1);
                 } else if (!strncmp(argv[i], "--repo=", 7)) {
                         cli.repo = argv[i] + 7;
                 } else if (!strncmp(argv[i], "--password-file=", 16)) {
