@@ -199,10 +199,14 @@ int cli_etcd_restore(int argc, char **argv)
         if (!output || !*output)
                 return cli_usage("restore", "restore etcd needs --output FILE (a snapshot file) or "
                                             "--endpoints URLS (keys into a live etcd)");
-        code = cli_open_locked(CLI_LOCK_READ, "restore etcd", 0, &repo, &lock);
+        code = cli_open_locked(CLI_LOCK_READ, "restore etcd", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
+        /* Snapshots first, then the index: a snapshot recorded meanwhile has its index files
+         * written before it, so the index loaded second covers every snapshot listed. */
         r = kb_repo_snapshot_list(repo, &l, &err);
+        if (r == 0)
+                r = kb_repo_index_reload(repo, &err);
         if (r == 0) {
                 r = kb_snapshot_list_find(&l, argv[optind], "etcd", &err);
                 if (r >= 0)

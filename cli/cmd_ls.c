@@ -102,10 +102,14 @@ int cmd_ls(int argc, char **argv)
         }
         if (optind >= argc || argc - optind > 2)
                 return cli_usage("ls", "ls wants SNAPSHOT [PATH]");
-        code = cli_open_locked(CLI_LOCK_READ, "ls", 0, &repo, &lock);
+        code = cli_open_locked(CLI_LOCK_READ, "ls", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
+        /* Snapshots first, then the index: a snapshot recorded meanwhile has its index files
+         * written before it, so the index loaded second covers every snapshot listed. */
         r = kb_repo_snapshot_list(repo, &l, &err);
+        if (r == 0)
+                r = kb_repo_index_reload(repo, &err);
         if (r == 0) {
                 r = kb_snapshot_list_find(&l, argv[optind], "volume", &err);
                 if (r >= 0)

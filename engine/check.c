@@ -616,7 +616,16 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
         int rc;
 
         memset(res, 0, sizeof(*res));
-        rc = load_index(&c);
+        /* Snapshots before the index, and the index before the packs: each is written after
+         * what it names, so a backup finishing meanwhile cannot make a sound repository look
+         * damaged (at worst its new packs show up as leftovers). */
+        rc = kb_backend_list(r->be, KB_OBJ_SNAPSHOT, load_snapshot, &sn, err);
+        if (rc == 0) {
+                if (c.snaps.count)
+                        qsort(c.snaps.items, c.snaps.count, sizeof(*c.snaps.items), by_time);
+                res->snapshots = c.snaps.count;
+                rc = load_index(&c);
+        }
         if (rc == 0)
                 rc = kb_maint_packs_build(r, &c.packs, err);
         if (rc == 0) {
@@ -625,13 +634,7 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
                 rc = check_packs(&c);
         }
         if (rc == 0)
-                rc = kb_backend_list(r->be, KB_OBJ_SNAPSHOT, load_snapshot, &sn, err);
-        if (rc == 0) {
-                if (c.snaps.count)
-                        qsort(c.snaps.items, c.snaps.count, sizeof(*c.snaps.items), by_time);
-                res->snapshots = c.snaps.count;
                 rc = kb_maint_mark(r, &c.snaps, SIZE_MAX, &cb, err);
-        }
         if (rc == 0) {
                 /* Damage found so far in live blobs (missing packs, header disagreements). */
                 while ((e = kb_index_next(r->index, &pos)) != NULL) {

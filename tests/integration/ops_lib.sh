@@ -4,9 +4,17 @@
 #
 # Repositories are named by ops_repo NAME, under $KB_OPS_REPO_BASE: a directory (default: the
 # test's temp dir) or any location kbackup accepts, e.g. "s3:http://127.0.0.1:9000/bucket/ops",
-# so the same tests can run against S3. Steps that need to touch repository files directly
+# so the same tests can run against S3 (or set KB_OPS_S3=1, below). Steps that need to touch repository files directly
 # (flipping a byte in a pack) are skipped, with a note, when the base is not a directory.
 
+# KB_OPS_S3=1: start a throwaway S3 server (tests/integration/s3_lib.sh) and put the
+# repositories in its bucket; a wrapper test can run any test_ops_*.sh that way.
+if [[ ${KB_OPS_S3:-0} == 1 ]]; then
+        # shellcheck source=tests/integration/s3_lib.sh
+        source "$(dirname "${BASH_SOURCE[0]}")/s3_lib.sh"
+        s3_start
+        KB_OPS_REPO_BASE=$(s3_repo ops)
+fi
 KB_OPS_REPO_BASE=${KB_OPS_REPO_BASE:-$KB_TMP}
 
 # ops_repo NAME: the location of repository NAME.

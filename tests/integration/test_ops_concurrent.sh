@@ -40,6 +40,9 @@ for n in 1 2 3 4; do
         kb_track_pid "${PIDS[n]}"
 done
 ops_wait_for_lock "$REPO" "${PIDS[1]}" || true
+# A check (shared lock) while they write: packs and snapshots appearing under it must not look
+# like damage.
+expect_exit 0 kb --repo "$REPO" check
 running=0
 for n in 1 2 3 4; do
         kill -0 "${PIDS[n]}" 2>/dev/null && running=$((running + 1))
