@@ -79,12 +79,12 @@ static int snap_open(struct ctx *c, const char *ref, const char *prefix, struct 
                 r = kb_bbolt_open_file(ref + 5, &s->db, &err);
         } else {
                 if (!c->repo) {
-                        code = cli_open_locked(CLI_LOCK_READ, "etcd", 0, &c->repo, &c->lock);
+                        code = cli_open_locked(CLI_LOCK_READ, "etcd", 1, &c->repo, &c->lock);
                         if (code != KB_EXIT_OK)
                                 return code;
                 }
                 if (!c->listed) {
-                        r = kb_repo_snapshot_list(c->repo, &c->list, &err);
+                        r = kb_repo_snapshot_list_indexed(c->repo, &c->list, &err);
                         if (r < 0)
                                 return cli_fail(&err, r);
                         c->listed = 1;

@@ -218,10 +218,10 @@ int cli_etcd_restore_keys(int argc, char **argv)
         k.o.conn = ec.conn;
         k.o.progress = cli_progress;
         k.o.warn = cli_warn;
-        code = cli_open_locked(CLI_LOCK_READ, "restore etcd", 0, &repo, &lock);
+        code = cli_open_locked(CLI_LOCK_READ, "restore etcd", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 goto done;
-        r = kb_repo_snapshot_list(repo, &l, &err);
+        r = kb_repo_snapshot_list_indexed(repo, &l, &err);
         if (r == 0) {
                 r = kb_snapshot_list_find(&l, argv[optind], "etcd", &err);
                 if (r >= 0)

@@ -71,11 +71,7 @@ static int restore_volume(int argc, char **argv)
         code = cli_open_locked(CLI_LOCK_READ, "restore", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
-        /* Snapshots first, then the index: a snapshot recorded meanwhile has its index files
-         * written before it, so the index loaded second covers every snapshot listed. */
-        r = kb_repo_snapshot_list(repo, &l, &err);
-        if (r == 0)
-                r = kb_repo_index_reload(repo, &err);
+        r = kb_repo_snapshot_list_indexed(repo, &l, &err);
         if (r == 0) {
                 r = kb_snapshot_list_find(&l, argv[optind], "volume", &err);
                 if (r >= 0)

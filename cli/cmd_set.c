@@ -588,10 +588,10 @@ int cli_set_restore(int argc, char **argv)
         if (code != KB_EXIT_OK)
                 goto out;
         cli_keyrestore_finish(&k);
-        code = cli_open_locked(CLI_LOCK_READ, "restore --to-cluster", 0, &repo, &lock);
+        code = cli_open_locked(CLI_LOCK_READ, "restore --to-cluster", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 goto out;
-        r = kb_repo_snapshot_list(repo, &l, &err);
+        r = kb_repo_snapshot_list_indexed(repo, &l, &err);
         if (r == 0)
                 r = kb_backupset_list(&l, &sets, &err);
         if (r == 0)

@@ -93,11 +93,7 @@ int cmd_stats(int argc, char **argv)
         code = cli_open_locked(CLI_LOCK_READ, "stats", 1, &repo, &lock);
         if (code != KB_EXIT_OK)
                 return code;
-        /* Snapshots first, then the index: a snapshot recorded meanwhile has its index files
-         * written before it, so the index loaded second covers every snapshot listed. */
-        r = kb_repo_snapshot_list(repo, &l, &err);
-        if (r == 0)
-                r = kb_repo_index_reload(repo, &err);
+        r = kb_repo_snapshot_list_indexed(repo, &l, &err);
         if (r == 0 && optind < argc) {
                 r = kb_snapshot_list_find(&l, argv[optind], NULL, &err);
                 if (r >= 0) {

@@ -130,6 +130,12 @@ int kb_repo_snapshot_remove(struct kb_repo *r, const char *id, struct kb_err *er
 int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struct kb_err *err);
 void kb_snapshot_list_free(struct kb_snapshot_list *l);
 
+/* For readers opened with KB_REPO_NO_INDEX: list the snapshots, then load the index. A snapshot
+ * recorded meanwhile had its index files written before it, so the index loaded second covers
+ * every snapshot listed (the other order can miss the newest snapshot's chunks). */
+int kb_repo_snapshot_list_indexed(struct kb_repo *r, struct kb_snapshot_list *out,
+                                  struct kb_err *err);
+
 /* Find a snapshot by full id, unique prefix or "latest" (optionally only of `kind`, may be NULL).
  * Returns an index into l->items, or KB_ENOTFOUND / KB_EAMBIG. */
 int kb_snapshot_list_find(const struct kb_snapshot_list *l, const char *ref, const char *kind,

@@ -258,3 +258,16 @@ int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__T
                 return kb_err_set(err, KB_ECORRUPT, "a directory record does not parse");
         return 0;
 }
+
+int kb_repo_snapshot_list_indexed(struct kb_repo *r, struct kb_snapshot_list *out,
+                                  struct kb_err *err)
+{
+        int rc = kb_repo_snapshot_list(r, out, err);
+
+        if (rc == 0) {
+                rc = kb_repo_index_reload(r, err);
+                if (rc < 0)
+                        kb_snapshot_list_free(out);
+        }
+        return rc;
+}

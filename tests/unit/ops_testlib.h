@@ -239,7 +239,9 @@ static inline void ops_some_pack(char *out, size_t len, int largest)
                         if (stat(p, &st) == 0 &&
                             (largest ? st.st_size > best : st.st_size < best)) {
                                 best = st.st_size;
-                                snprintf(out, len, "%s", p);
+                                /* Callers pass PATH_MAX-sized buffers; a longer path is a bug. */
+                                cr_assert_lt(strlen(p), len);
+                                memcpy(out, p, strlen(p) + 1);
                         }
                 }
                 closedir(dir);
