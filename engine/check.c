@@ -20,7 +20,6 @@
 #define M_DAMAGED 2
 #define M_SEEN    4
 
-#define TAIL_READ          (64u << 10)
 #define MAX_LINES_PER_SNAP 50
 
 struct cctx {
@@ -97,11 +96,6 @@ static int load_index(struct cctx *c)
 
 /* ---- pack structure ---- */
 
-static uint32_t le32(const uint8_t *p)
-{
-        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Entries of pack `no` the header did not list (or every entry of it): their location is
  * unknown, so what they hold counts as damaged. */
 static void damage_unseen(struct cctx *c, uint32_t no)
@@ -160,59 +154,23 @@ static void compare_header(struct cctx *c, struct kb_maint_pack *mp, const char 
 /* Read the pack's tail (length word and sealed header) and compare it with the index. */
 static int check_pack_header(struct cctx *c, struct kb_maint_pack *mp)
 {
-        struct kb_buf tail = KB_BUF_INIT, more = KB_BUF_INIT, plain = KB_BUF_INIT;
         Kbackup__PackHeader *ph = NULL;
         char hex[KB_ID_HEX_LEN + 1];
-        const uint8_t *hdr;
-        uint64_t size = (uint64_t)mp->size, want;
-        uint32_t hlen;
         struct kb_err e = {0};
+        uint32_t hlen = 0;
         int rc;
 
         kb_hex_encode(mp->id, KB_ID_LEN, hex);
-        if (size < 4 + KB_SEAL_OVERHEAD) {
-                say(c, 1, "pack %s: %llu bytes is too short to be a pack", hex,
-                    (unsigned long long)size);
+        rc = kb_pack_header_read(c->r, hex, (uint64_t)mp->size, &ph, &hlen, &e);
+        if (rc == -ENOMEM)
+                return kb_err_set(c->err, rc, "out of memory");
+        if (rc < 0) {
+                say(c, 1, "pack %s: %s", hex, e.msg);
                 return 0;
         }
-        want = size < TAIL_READ ? size : TAIL_READ;
-        rc = kb_backend_get(c->r->be, KB_OBJ_PACK, hex, size - want, (size_t)want, &tail, &e);
-        if (rc < 0) {
-                say(c, 1, "pack %s: cannot read its header: %s", hex, e.msg);
-                goto out;
-        }
-        hlen = le32(tail.data + tail.len - 4);
-        if ((uint64_t)hlen + 4 > size || hlen < KB_SEAL_OVERHEAD) {
-                say(c, 1, "pack %s: its header length (%u) does not fit (damaged)", hex, hlen);
-                goto out;
-        }
-        if ((uint64_t)hlen + 4 <= tail.len) {
-                hdr = tail.data + tail.len - 4 - hlen;
-        } else {
-                rc = kb_backend_get(c->r->be, KB_OBJ_PACK, hex, size - 4 - hlen, hlen, &more, &e);
-                if (rc < 0) {
-                        say(c, 1, "pack %s: cannot read its header: %s", hex, e.msg);
-                        goto out;
-                }
-                hdr = more.data;
-        }
-        if (kb_crypto_open(c->r->master.enc_key, hdr, hlen, &plain) < 0) {
-                say(c, 1, "pack %s: its header does not authenticate (damaged)", hex);
-                goto out;
-        }
-        ph = kbackup__pack_header__unpack(NULL, plain.len, plain.data);
-        if (!ph) {
-                say(c, 1, "pack %s: its header does not parse (damaged)", hex);
-                goto out;
-        }
         compare_header(c, mp, hex, ph, hlen);
-out:
-        if (ph)
-                kbackup__pack_header__free_unpacked(ph, NULL);
-        kb_buf_free(&tail);
-        kb_buf_free(&more);
-        kb_buf_free(&plain);
-        return rc == -ENOMEM ? kb_err_set(c->err, rc, "out of memory") : 0;
+        kbackup__pack_header__free_unpacked(ph, NULL);
+        return 0;
 }
 
 static int check_packs(struct cctx *c)

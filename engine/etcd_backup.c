@@ -270,6 +270,13 @@ int kb_etcd_backup(struct kb_repo *repo, const struct kb_etcd_backup_opts *o,
                 goto out;
         member_name(ms[chosen].conn, ms[chosen].st.member_id, mname, sizeof(mname));
 
+        {
+                uint64_t packs, blobs;
+
+                rc = kb_repo_adopt_packs(repo, &packs, &blobs, err);
+                if (rc < 0)
+                        goto out;
+        }
         rc = kb_saver_new(repo, o->threads, SAVER_INFLIGHT, &saver, err);
         if (rc < 0)
                 goto out;

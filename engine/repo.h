@@ -87,6 +87,11 @@ int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_
 /* Plaintext length of a stored blob, from the index (nothing is read). KB_ENOTFOUND when absent. */
 int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *raw_len);
 
+/* Before a backup: index the packs an interrupted backup wrote but no index file names, so their
+ * chunks are reused instead of uploaded again; the next flush names them in an index file.
+ * Damaged ones are left alone (check reports them, prune removes them). */
+int kb_repo_adopt_packs(struct kb_repo *r, uint64_t *packs, uint64_t *blobs, struct kb_err *err);
+
 /* Write the open pack and a new index file for every pack written since the last flush. When this
  * returns 0, every blob saved so far is durable and findable by a fresh open. */
 int kb_repo_flush(struct kb_repo *r, struct kb_err *err);

@@ -75,4 +75,10 @@ int kb_repo_blob_decode(struct kb_repo *r, const uint8_t id[KB_ID_LEN], const vo
                         size_t len, uint32_t raw_length, struct kb_buf *out, struct kb_err *err);
 void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 
+/* pack_header.c: the blob list at the end of pack `name` of `size` bytes (and the sealed header's
+ * length). KB_ECORRUPT with the reason when it is damaged; free with
+ * kbackup__pack_header__free_unpacked. */
+int kb_pack_header_read(struct kb_repo *r, const char *name, uint64_t size,
+                        Kbackup__PackHeader **out, uint32_t *hlen_out, struct kb_err *err);
+
 #endif

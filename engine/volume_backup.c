@@ -621,6 +621,13 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
                 kb_err_sys(err, rc, "chunker");
                 goto fail_fd;
         }
+        {
+                uint64_t packs, blobs;
+
+                rc = kb_repo_adopt_packs(repo, &packs, &blobs, err);
+                if (rc < 0)
+                        goto fail_fd;
+        }
         /* Enough queued chunks to keep every worker busy while the reader waits on a slow disk. */
         rc = kb_saver_new(repo, opts ? opts->threads : 0, (size_t)64 << 20, &c.saver, err);
         if (rc < 0)

@@ -95,6 +95,9 @@ expect_exit 0 kb --repo "$REPO" backup volume "$BIG" --json
 id_big=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot"])' "$KB_OUT")
 note "backup after the restart: $(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("read %d MB, new %d MB" % (s["bytes_read"] >> 20, s["bytes_new"] >> 20))' "$KB_OUT")"
 [[ $(snapshot_count "$REPO") == 2 ]] || fail "want 2 snapshots after the restart"
+# The packs the interrupted backup uploaded are reused (at least one, 8+ MiB), not sent again.
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["bytes_read"] - s["bytes_new"] >= (8 << 20) else 1)' "$KB_OUT" ||
+        fail "the backup after the restart uploaded again what the interrupted one had stored"
 
 expect_exit 0 kb --repo "$REPO" restore volume "$id_small" --target "$KB_TMP/r-small"
 treecmp "$SMALL" "$KB_TMP/r-small" --ignore-atime-dirs
