@@ -192,7 +192,8 @@ int kb_maint_packs_build(struct kb_repo *r, struct kb_maint_packs *p, struct kb_
         if (rc < 0)
                 goto fail;
         p->listed_bytes = ls.bytes;
-        qsort(ls.v, ls.n, sizeof(*ls.v), by_extra_id);
+        if (ls.n) /* qsort(NULL, 0) is undefined */
+                qsort(ls.v, ls.n, sizeof(*ls.v), by_extra_id);
         for (i = 0; i < ls.n; i++) {
                 struct kb_maint_pack *mp =
                     bsearch(ls.v[i].id, p->v, p->n, sizeof(*p->v), pack_cmp_key);
