@@ -21,7 +21,8 @@ static const char help[] =
     "--no-lock, or on a read-only repository).\n"
     "\n"
     "  ls      one line per key, sorted: KEY, value size, create revision, mod revision,\n"
-    "          version, lease (hex, 0 for none), separated by tabs; control characters\n"
+    "          version, lease (16 hex digits as etcdctl prints it, 0 for none), separated by tabs; "
+    "control characters\n"
     "          and backslashes in keys are escaped as \\xNN and \\\\\n"
     "  get     the value of KEY, byte for byte, on standard output (exit 1: key not found)\n"
     "  diff    keys added (+), removed (-) and changed (~, another value) from SNAP_A to\n"
@@ -155,8 +156,13 @@ static int ls_line(const struct kb_etcd_entry *kv, const uint8_t *value, void *a
                 return 0;
         }
         print_key(kv);
-        printf("\t%u\t%lld\t%lld\t%lld\t%llx\n", kv->value_len, (long long)kv->create_revision,
-               (long long)kv->mod_revision, (long long)kv->version, (unsigned long long)kv->lease);
+        /* Lease ids as etcdctl prints them (16 hex digits), so they can be grepped for. */
+        printf("\t%u\t%lld\t%lld\t%lld\t", kv->value_len, (long long)kv->create_revision,
+               (long long)kv->mod_revision, (long long)kv->version);
+        if (kv->lease)
+                printf("%016llx\n", (unsigned long long)kv->lease);
+        else
+                printf("0\n");
         return 0;
 }
 

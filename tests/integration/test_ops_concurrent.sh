@@ -67,10 +67,12 @@ wait "$prune_pid" || rc=$?
 kb_untrack_pid "$prune_pid"
 assert_no_sanitizer "$KB_TMP/p.err"
 ((rc == 0)) || fail "prune exited $rc: $(cat "$KB_TMP/p.err")"
-if ((running > 0)); then
-        # It could not have run while they held their shared locks: it said so and waited.
-        grep -q "waiting for a shared lock" "$KB_TMP/p.err" ||
-                fail "prune did not wait for the backups: $(cat "$KB_TMP/p.err")"
+# A backup still alive when prune started may already have released its lock (it does so right
+# after recording its snapshot), so "alive" cannot prove prune had to wait; under load that
+# window is wide. What must hold either way is checked below: every snapshot restores exactly and
+# check passes. The wait itself is asserted deterministically in the next part (a paused prune).
+if ((running > 0)) && ! grep -q "waiting for a shared lock" "$KB_TMP/p.err"; then
+        note "prune started after the last backup released its lock; it did not need to wait"
 fi
 grep -q "freed" "$KB_TMP/p.out" || fail "prune output: $(cat "$KB_TMP/p.out")"
 
