@@ -24,3 +24,28 @@ int kb_backend_open(const char *location, int create, struct kb_backend **out, s
                                   location);
         return kb_fs_backend_open(path, create, out, err);
 }
+
+static const char *const type_dir[KB_OBJ_TYPE_COUNT] = {
+    [KB_OBJ_KEY] = "keys",           [KB_OBJ_PACK] = "data",  [KB_OBJ_INDEX] = "index",
+    [KB_OBJ_SNAPSHOT] = "snapshots", [KB_OBJ_LOCK] = "locks",
+};
+
+static const char *const type_word[KB_OBJ_TYPE_COUNT] = {
+    [KB_OBJ_MARKER] = "repository file",
+    [KB_OBJ_CONFIG] = "repository file",
+    [KB_OBJ_KEY] = "key",
+    [KB_OBJ_PACK] = "pack",
+    [KB_OBJ_INDEX] = "index",
+    [KB_OBJ_SNAPSHOT] = "snapshot",
+    [KB_OBJ_LOCK] = "lock",
+};
+
+const char *kb_obj_type_dir(enum kb_obj_type type)
+{
+        return (unsigned)type < KB_OBJ_TYPE_COUNT ? type_dir[type] : NULL;
+}
+
+const char *kb_obj_type_word(enum kb_obj_type type)
+{
+        return (unsigned)type < KB_OBJ_TYPE_COUNT ? type_word[type] : "object";
+}

@@ -24,6 +24,12 @@ enum kb_obj_type {
         KB_OBJ_TYPE_COUNT
 };
 
+/* The repository layout every backend shares (docs/repository-format.md): the folder (or key
+ * prefix) of a type ("keys", "data", ...; NULL for the marker and config, which sit at the top),
+ * and the word messages use for it ("pack", "snapshot", ...). */
+const char *kb_obj_type_dir(enum kb_obj_type type);
+const char *kb_obj_type_word(enum kb_obj_type type);
+
 /* Called once per listed object; a non-zero return stops the listing and is returned by list(). */
 typedef int (*kb_backend_list_cb)(const char *name, uint64_t size, void *arg);
 

@@ -51,21 +51,6 @@ struct fs_path {
         const char *what; /* "pack", "key", ... for messages */
 };
 
-static const char *const type_dir[KB_OBJ_TYPE_COUNT] = {
-    [KB_OBJ_KEY] = "keys",           [KB_OBJ_PACK] = "data",  [KB_OBJ_INDEX] = "index",
-    [KB_OBJ_SNAPSHOT] = "snapshots", [KB_OBJ_LOCK] = "locks",
-};
-
-static const char *const type_word[KB_OBJ_TYPE_COUNT] = {
-    [KB_OBJ_MARKER] = "repository file",
-    [KB_OBJ_CONFIG] = "repository file",
-    [KB_OBJ_KEY] = "key",
-    [KB_OBJ_PACK] = "pack",
-    [KB_OBJ_INDEX] = "index",
-    [KB_OBJ_SNAPSHOT] = "snapshot",
-    [KB_OBJ_LOCK] = "lock",
-};
-
 static const char *const subdirs[] = {"keys", "data", "index", "snapshots", "locks"};
 
 static struct fs_backend *fs_of(struct kb_backend *be)
@@ -110,7 +95,7 @@ static int fs_resolve(enum kb_obj_type type, const char *name, struct fs_path *p
 {
         if ((int)type < 0 || type >= KB_OBJ_TYPE_COUNT)
                 return kb_err_set(err, -EINVAL, "unknown object type %d", (int)type);
-        p->what = type_word[type];
+        p->what = kb_obj_type_word(type);
         if (type == KB_OBJ_MARKER || type == KB_OBJ_CONFIG) {
                 strcpy(p->dir, ".");
                 strcpy(p->base, type == KB_OBJ_MARKER ? "kbackup" : "config");
@@ -123,7 +108,7 @@ static int fs_resolve(enum kb_obj_type type, const char *name, struct fs_path *p
         if (type == KB_OBJ_PACK)
                 snprintf(p->dir, sizeof(p->dir), "data/%c%c", name[0], name[1]);
         else
-                snprintf(p->dir, sizeof(p->dir), "%s", type_dir[type]);
+                snprintf(p->dir, sizeof(p->dir), "%s", kb_obj_type_dir(type));
         snprintf(p->base, sizeof(p->base), "%s", name);
         snprintf(p->rel, sizeof(p->rel), "%s/%s", p->dir, name);
         return 0;
@@ -511,7 +496,7 @@ static int fs_list(struct kb_backend *be, enum kb_obj_type type, kb_backend_list
                 return S_ISREG(st.st_mode) ? cb(p.base, (uint64_t)st.st_size, arg) : 0;
         }
         if (type != KB_OBJ_PACK)
-                return list_dir(fs, type_dir[type], type, NULL, cb, arg, err);
+                return list_dir(fs, kb_obj_type_dir(type), type, NULL, cb, arg, err);
         for (i = 0; i < 256; i++) {
                 snprintf(prefix, sizeof(prefix), "%02x", i);
                 snprintf(rel, sizeof(rel), "data/%s", prefix);

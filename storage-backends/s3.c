@@ -28,21 +28,6 @@
 #define S3_DELETE_BATCH    1000
 #define S3_CONNECTIONS_MAX 64
 
-static const char *const type_dir[KB_OBJ_TYPE_COUNT] = {
-    [KB_OBJ_KEY] = "keys",           [KB_OBJ_PACK] = "data",  [KB_OBJ_INDEX] = "index",
-    [KB_OBJ_SNAPSHOT] = "snapshots", [KB_OBJ_LOCK] = "locks",
-};
-
-static const char *const type_word[KB_OBJ_TYPE_COUNT] = {
-    [KB_OBJ_MARKER] = "repository file",
-    [KB_OBJ_CONFIG] = "repository file",
-    [KB_OBJ_KEY] = "key",
-    [KB_OBJ_PACK] = "pack",
-    [KB_OBJ_INDEX] = "index",
-    [KB_OBJ_SNAPSHOT] = "snapshot",
-    [KB_OBJ_LOCK] = "lock",
-};
-
 static const struct kb_backend_ops s3_ops;
 
 static struct s3_backend *s3_of(struct kb_backend *be)
@@ -90,12 +75,12 @@ static int object_key(struct s3_backend *s3, enum kb_obj_type type, const char *
                 return 0;
         }
         if (type == KB_OBJ_PACK ? !valid_pack_name(*name) : !valid_name(*name))
-                return kb_err_set(err, -EINVAL, "invalid %s name \"%.*s\"", type_word[type],
+                return kb_err_set(err, -EINVAL, "invalid %s name \"%.*s\"", kb_obj_type_word(type),
                                   S3_NAME_MAX, *name ? *name : "(null)");
         if (type == KB_OBJ_PACK)
                 snprintf(key, n, "%sdata/%c%c/%s", s3->prefix, (*name)[0], (*name)[1], *name);
         else
-                snprintf(key, n, "%s%s/%s", s3->prefix, type_dir[type], *name);
+                snprintf(key, n, "%s%s/%s", s3->prefix, kb_obj_type_dir(type), *name);
         return 0;
 }
 
@@ -130,7 +115,7 @@ static int s3_stat(struct kb_backend *be, enum kb_obj_type type, const char *nam
                 else if (size)
                         *size = (uint64_t)req.content_length;
         } else if (r == 0) {
-                r = s3_fail(s3, &req, type_word[type], name, err);
+                r = s3_fail(s3, &req, kb_obj_type_word(type), name, err);
         }
         s3_req_free(&req);
         return r;
@@ -221,9 +206,9 @@ static int s3_put(struct kb_backend *be, enum kb_obj_type type, const char *name
          * let the PUT (and If-None-Match) decide. */
         r = head(s3, key, "PUT", &req, err);
         if (r == 0 && req.status == 200)
-                r = kb_err_set(err, -EEXIST, "%s %s already exists", type_word[type], name);
+                r = kb_err_set(err, -EEXIST, "%s %s already exists", kb_obj_type_word(type), name);
         else if (r == 0 && req.status != 404 && req.status != 403)
-                r = s3_fail(s3, &req, type_word[type], name, err);
+                r = s3_fail(s3, &req, kb_obj_type_word(type), name, err);
         s3_req_free(&req);
         if (r < 0)
                 return r;
@@ -253,7 +238,7 @@ static int s3_put(struct kb_backend *be, enum kb_obj_type type, const char *name
                 if (req.status == 412 && req.retried_after_send && put_landed(s3, key, data, len))
                         r = 0;
                 else
-                        r = s3_fail(s3, &req, type_word[type], name, err);
+                        r = s3_fail(s3, &req, kb_obj_type_word(type), name, err);
         }
         s3_req_free(&req);
         return r;
@@ -303,7 +288,7 @@ static int s3_get(struct kb_backend *be, enum kb_obj_type type, const char *name
                                        "offset %llu)",
                                        key, (unsigned long long)size, len, (unsigned long long)off);
         } else if (r == 0) {
-                r = s3_fail(s3, &req, type_word[type], name, err);
+                r = s3_fail(s3, &req, kb_obj_type_word(type), name, err);
         }
         if (r < 0)
                 out->len = old_len;
@@ -400,7 +385,7 @@ static int s3_list(struct kb_backend *be, enum kb_obj_type type, kb_backend_list
                 }
                 return r < 0 ? r : cb(name, size, arg);
         }
-        snprintf(prefix, sizeof(prefix), "%s%s/", s3->prefix, type_dir[type]);
+        snprintf(prefix, sizeof(prefix), "%s%s/", s3->prefix, kb_obj_type_dir(type));
         plen = strlen(prefix);
         for (;;) {
                 r = s3_list_request(s3, prefix, token, NULL, &page, &req, err);
@@ -455,7 +440,7 @@ static int s3_remove(struct kb_backend *be, enum kb_obj_type type, const char *n
         req.key = key;
         r = s3_perform(s3, &req, err);
         if (r == 0 && req.status != 204 && req.status != 200 && req.status != 404)
-                r = s3_fail(s3, &req, type_word[type], name, err);
+                r = s3_fail(s3, &req, kb_obj_type_word(type), name, err);
         s3_req_free(&req);
         return r;
 }
