@@ -6,11 +6,13 @@
 #include "check.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -33,6 +35,8 @@ struct cctx {
         struct kb_idmap bad_trees; /* trees that do not load */
         struct kb_idmap clean;     /* trees with nothing damaged below (affected-files pass) */
         int damage;
+        /* Reading packs runs on several threads: this serializes messages, counters, progress. */
+        pthread_mutex_t lock;
 };
 
 static void say(struct cctx *c, int is_error, const char *fmt, ...)
@@ -46,10 +50,12 @@ static void say(struct cctx *c, int is_error, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        pthread_mutex_lock(&c->lock);
         if (is_error)
                 c->res->errors++;
         if (c->o->report)
                 c->o->report(is_error, msg, c->o->arg);
+        pthread_mutex_unlock(&c->lock);
 }
 
 static void progress(struct cctx *c, const char *phase, uint64_t done, uint64_t total)
@@ -329,11 +335,9 @@ static void verify_blob(struct cctx *c, const char *hex, const struct kb_buf *da
         if ((uint64_t)e->offset + e->length > data->len)
                 kb_err_set(&why, KB_ECORRUPT, "it lies beyond the end of the pack");
         else if (kb_repo_blob_decode(c->r, e->id, data->data + e->offset, e->length, e->raw_length,
-                                     plain, &why) == 0)
+                                     1, plain, &why) == 0)
                 return;
         e->mark |= M_DAMAGED;
-        if (e->mark & M_LIVE)
-                c->damage = 1;
         /* The decoder's message starts with "chunk <id>: "; we name the blob ourselves. */
         msg = why.msg;
         if (!strncmp(msg, "chunk ", 6) && strlen(msg) > 6 + 16 + 2 && msg[6 + 16] == ':')
@@ -343,12 +347,98 @@ static void verify_blob(struct cctx *c, const char *hex, const struct kb_buf *da
             (e->mark & M_LIVE) ? "" : " (no snapshot uses it; prune removes it)");
 }
 
+/* The selected packs and their index entries, shared by the reading threads. */
+struct readjob {
+        struct cctx *c;
+        size_t *sel, nsel, next, done;
+        size_t *start, *fill;
+        struct kb_index_entry **ents;
+};
+
+/* Read one pack whole, check its name, then open every blob the index places in it. */
+static void read_one_pack(struct readjob *j, size_t s, struct kb_buf *data, struct kb_buf *plain)
+{
+        struct cctx *c = j->c;
+        struct kb_maint_pack *mp = &c->packs.v[j->sel[s]];
+        char hex[KB_ID_HEX_LEN + 1];
+        uint8_t id[KB_ID_LEN];
+        struct kb_err e2 = {0};
+        int damaged = 0;
+
+        kb_hex_encode(mp->id, KB_ID_LEN, hex);
+        kb_buf_reset(data);
+        if (kb_backend_get(c->r->be, KB_OBJ_PACK, hex, 0, 0, data, &e2) < 0) {
+                say(c, 1, "pack %s: cannot read it: %s", hex, e2.msg);
+                return;
+        }
+        kb_crypto_object_id(data->data, data->len, id);
+        if (memcmp(id, mp->id, KB_ID_LEN) != 0)
+                say(c, 1, "pack %s: its content does not match its name (damaged)", hex);
+        for (size_t i = j->start[j->sel[s]]; i < j->start[j->sel[s]] + j->fill[j->sel[s]]; i++) {
+                verify_blob(c, hex, data, j->ents[i], plain);
+                damaged |= (j->ents[i]->mark & (M_DAMAGED | M_LIVE)) == (M_DAMAGED | M_LIVE);
+        }
+        pthread_mutex_lock(&c->lock);
+        c->res->packs_read++;
+        c->res->bytes_read += data->len;
+        if (damaged)
+                c->damage = 1;
+        pthread_mutex_unlock(&c->lock);
+}
+
+/* A reading thread: packs are taken in order, one at a time, so each thread holds one pack. */
+static void *read_worker(void *arg)
+{
+        struct readjob *j = arg;
+        struct cctx *c = j->c;
+        struct kb_buf data = KB_BUF_INIT, plain = KB_BUF_INIT;
+
+        for (;;) {
+                size_t s, done;
+
+                pthread_mutex_lock(&c->lock);
+                s = j->next++;
+                pthread_mutex_unlock(&c->lock);
+                if (s >= j->nsel)
+                        break;
+                read_one_pack(j, s, &data, &plain);
+                pthread_mutex_lock(&c->lock);
+                done = ++j->done;
+                progress(c, "read", done, j->nsel);
+                pthread_mutex_unlock(&c->lock);
+        }
+        kb_buf_free(&data);
+        kb_buf_free(&plain);
+        kb_repo_zstd_release_thread(c->r);
+        return NULL;
+}
+
+/* Check reads are CPU-bound (hash, decrypt, decompress, hash again): one thread per core. */
+#define CHECK_MAX_THREADS 16
+
+static void run_readers(struct readjob *j)
+{
+        pthread_t t[CHECK_MAX_THREADS];
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t want = ncpu > 0 ? (size_t)ncpu : 1, n = 0;
+
+        if (want > CHECK_MAX_THREADS)
+                want = CHECK_MAX_THREADS;
+        if (want > j->nsel)
+                want = j->nsel;
+        while (n + 1 < want && pthread_create(&t[n], NULL, read_worker, j) == 0)
+                n++;
+        read_worker(j); /* this thread is a reader too */
+        while (n)
+                pthread_join(t[--n], NULL);
+}
+
 static int read_packs(struct cctx *c)
 {
         struct kb_maint_packs *p = &c->packs;
         size_t *sel = NULL, nsel = 0, *start = NULL, *fill = NULL, total = 0, pos = 0;
         struct kb_index_entry **ents = NULL, *e;
-        struct kb_buf data = KB_BUF_INIT, plain = KB_BUF_INIT;
+        struct readjob j = {0};
         int rc = 0;
 
         if (!c->o->read_data && !c->o->read_subset_pct)
@@ -379,30 +469,14 @@ static int read_packs(struct cctx *c)
                 }
         }
         pick_packs(c, sel, &nsel);
-        for (size_t s = 0; s < nsel && rc == 0; s++) {
-                struct kb_maint_pack *mp = &p->v[sel[s]];
-                char hex[KB_ID_HEX_LEN + 1];
-                uint8_t id[KB_ID_LEN];
-                struct kb_err e2 = {0};
-
-                kb_hex_encode(mp->id, KB_ID_LEN, hex);
-                kb_buf_reset(&data);
-                if (kb_backend_get(c->r->be, KB_OBJ_PACK, hex, 0, 0, &data, &e2) < 0) {
-                        say(c, 1, "pack %s: cannot read it: %s", hex, e2.msg);
-                        continue;
-                }
-                c->res->packs_read++;
-                c->res->bytes_read += data.len;
-                kb_crypto_object_id(data.data, data.len, id);
-                if (memcmp(id, mp->id, KB_ID_LEN) != 0)
-                        say(c, 1, "pack %s: its content does not match its name (damaged)", hex);
-                for (size_t i = start[sel[s]]; i < start[sel[s]] + fill[sel[s]]; i++)
-                        verify_blob(c, hex, &data, ents[i], &plain);
-                progress(c, "read", s + 1, nsel);
-        }
+        j.c = c;
+        j.sel = sel;
+        j.nsel = nsel;
+        j.start = start;
+        j.fill = fill;
+        j.ents = ents;
+        run_readers(&j);
 out:
-        kb_buf_free(&data);
-        kb_buf_free(&plain);
         free(sel);
         free(start);
         free(fill);
@@ -574,6 +648,7 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
         int rc;
 
         memset(res, 0, sizeof(*res));
+        pthread_mutex_init(&c.lock, NULL);
         /* Snapshots before the index, and the index before the packs: each is written after
          * what it names, so a backup finishing meanwhile cannot make a sound repository look
          * damaged (at worst its new packs show up as leftovers). */
@@ -611,5 +686,6 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
         kb_idmap_free(&c.missing);
         kb_idmap_free(&c.bad_trees);
         kb_idmap_free(&c.clean);
+        pthread_mutex_destroy(&c.lock);
         return rc;
 }

@@ -35,13 +35,14 @@ int kb_crypto_init(struct kb_err *err)
 /* XChaCha20-Poly1305-IETF through OpenSSL. enc: 1 seal, 0 open. Returns 0, or -1 when the tag does
  * not verify or OpenSSL fails. */
 static int xchacha_openssl(int enc, const uint8_t key[KB_KEY_LEN], const uint8_t *nonce,
-                           const uint8_t *in, size_t inlen, uint8_t *out, uint8_t *tag)
+                           const uint8_t *ad, size_t adlen, const uint8_t *in, size_t inlen,
+                           uint8_t *out, uint8_t *tag)
 {
         uint8_t subkey[32], iv[12] = {0};
         EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
         int ok = 0, n, fin;
 
-        if (!ctx || inlen > INT32_MAX) {
+        if (!ctx || inlen > INT32_MAX || adlen > INT32_MAX) {
                 EVP_CIPHER_CTX_free(ctx);
                 return -1;
         }
@@ -49,6 +50,7 @@ static int xchacha_openssl(int enc, const uint8_t key[KB_KEY_LEN], const uint8_t
         memcpy(iv + 4, nonce + 16, 8);
         if (EVP_CipherInit_ex(ctx, fast_chacha, NULL, subkey, iv, enc) == 1 &&
             (enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, KB_SEAL_TAG, tag) == 1) &&
+            (!adlen || EVP_CipherUpdate(ctx, NULL, &n, ad, (int)adlen) == 1) &&
             EVP_CipherUpdate(ctx, out, &n, in, (int)inlen) == 1 &&
             EVP_CipherFinal_ex(ctx, out + n, &fin) == 1 &&
             (!enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, KB_SEAL_TAG, tag) == 1))
@@ -60,6 +62,12 @@ static int xchacha_openssl(int enc, const uint8_t key[KB_KEY_LEN], const uint8_t
 
 int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len, struct kb_buf *out)
 {
+        return kb_crypto_seal_ad(key, NULL, 0, plain, len, out);
+}
+
+int kb_crypto_seal_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                      const void *plain, size_t len, struct kb_buf *out)
+{
         unsigned long long clen;
         uint8_t *p;
         int r;
@@ -69,12 +77,12 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
                 return r;
         p = out->data + out->len;
         randombytes_buf(p, KB_SEAL_NONCE);
-        if (fast_chacha && xchacha_openssl(1, key, p, plain, len, p + KB_SEAL_NONCE,
+        if (fast_chacha && xchacha_openssl(1, key, p, ad, adlen, plain, len, p + KB_SEAL_NONCE,
                                            p + KB_SEAL_NONCE + len) == 0) {
                 out->len += KB_SEAL_NONCE + len + KB_SEAL_TAG;
                 return 0;
         }
-        crypto_aead_xchacha20poly1305_ietf_encrypt(p + KB_SEAL_NONCE, &clen, plain, len, NULL, 0,
+        crypto_aead_xchacha20poly1305_ietf_encrypt(p + KB_SEAL_NONCE, &clen, plain, len, ad, adlen,
                                                    NULL, p, key);
         out->len += KB_SEAL_NONCE + (size_t)clen;
         return 0;
@@ -82,6 +90,12 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
 
 int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
                    struct kb_buf *out)
+{
+        return kb_crypto_open_ad(key, NULL, 0, sealed, len, out);
+}
+
+int kb_crypto_open_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                      const void *sealed, size_t len, struct kb_buf *out)
 {
         const uint8_t *s = sealed;
         int r;
@@ -95,17 +109,17 @@ int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len
                 uint8_t tag[KB_SEAL_TAG];
 
                 memcpy(tag, s + len - KB_SEAL_TAG, KB_SEAL_TAG);
-                if (xchacha_openssl(0, key, s, s + KB_SEAL_NONCE, len - KB_SEAL_OVERHEAD,
+                if (xchacha_openssl(0, key, s, ad, adlen, s + KB_SEAL_NONCE, len - KB_SEAL_OVERHEAD,
                                     out->data + out->len, tag) != 0)
                         return KB_ECORRUPT;
                 out->len += len - KB_SEAL_OVERHEAD;
                 return 0;
         }
-        return kb_crypto_open_reference(key, sealed, len, out);
+        return kb_crypto_open_reference(key, ad, adlen, sealed, len, out);
 }
 
-int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
-                             struct kb_buf *out)
+int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                             const void *sealed, size_t len, struct kb_buf *out)
 {
         const uint8_t *s = sealed;
         unsigned long long plen;
@@ -117,8 +131,8 @@ int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *sealed, 
         if (r < 0)
                 return r;
         if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data + out->len, &plen, NULL,
-                                                       s + KB_SEAL_NONCE, len - KB_SEAL_NONCE, NULL,
-                                                       0, s, key) != 0)
+                                                       s + KB_SEAL_NONCE, len - KB_SEAL_NONCE, ad,
+                                                       adlen, s, key) != 0)
                 return KB_ECORRUPT;
         out->len += (size_t)plen;
         return 0;

@@ -30,6 +30,13 @@ int kb_crypto_seal(const uint8_t key[KB_KEY_LEN], const void *plain, size_t len,
 /* Verify and decrypt, appending the plaintext to out; KB_ECORRUPT when it fails to authenticate. */
 int kb_crypto_open(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
                    struct kb_buf *out);
+/* The same with associated data: authenticated, not stored; opening needs the same bytes. Blobs
+ * are sealed with their id as associated data, so a blob read from the wrong place fails to open.
+ */
+int kb_crypto_seal_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                      const void *plain, size_t len, struct kb_buf *out);
+int kb_crypto_open_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                      const void *sealed, size_t len, struct kb_buf *out);
 
 /* Keyed chunk id. */
 void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
@@ -38,8 +45,8 @@ void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_
 void kb_crypto_blob_id_reference(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
                                  uint8_t id[KB_ID_LEN]);
 /* Open with libsodium alone: tests cross-check the fast path against it. */
-int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *sealed, size_t len,
-                             struct kb_buf *out);
+int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
+                             const void *sealed, size_t len, struct kb_buf *out);
 
 /* Unkeyed hash of stored bytes: names packs, index and snapshot objects by their content. */
 void kb_crypto_object_id(const void *data, size_t len, uint8_t id[KB_ID_LEN]);

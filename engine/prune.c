@@ -184,7 +184,7 @@ static int repack_one(struct pctx *c, struct repacker *rp, const struct kb_maint
                 }
                 kb_buf_reset(&plain);
                 rc = kb_repo_blob_decode(c->r, e->id, data.data + e->offset, e->length,
-                                         e->raw_length, &plain, c->err);
+                                         e->raw_length, 1, &plain, c->err);
                 if (rc < 0) {
                         kb_err_prefix(c->err, "pack %.16s: ", hex);
                         kb_err_prefix(c->err, "a live chunk is damaged, run 'kbackup check' "

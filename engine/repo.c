@@ -9,10 +9,13 @@
 
 #include <sodium.h>
 
-#define MARKER_TEXT    "kbackup repository\nformat 1\n"
-#define CONFIG_VERSION 1
-#define CONFIG_AEAD    "xchacha20poly1305"
-#define CONFIG_IDHASH  "hmac-sha256"
+#define MARKER_TEXT "kbackup repository\nformat 1\n"
+/* Version 2 seals each blob with its id as associated data (docs/repository-format.md); version 1
+ * repositories are still read, verifying each blob by recomputing its id instead. */
+#define CONFIG_VERSION     2
+#define CONFIG_VERSION_MIN 1
+#define CONFIG_AEAD        "xchacha20poly1305"
+#define CONFIG_IDHASH      "hmac-sha256"
 
 void kb_kdf_params_default(struct kb_kdf_params *p)
 {
@@ -164,10 +167,11 @@ static int load_config(struct kb_repo *r, struct kb_err *err)
         kb_buf_free(&b);
         if (!c)
                 return kb_err_set(err, KB_ECORRUPT, "repository config does not parse");
-        if (c->version != CONFIG_VERSION || strcmp(c->aead, CONFIG_AEAD) ||
-            strcmp(c->id_hash, CONFIG_IDHASH)) {
+        if (c->version < CONFIG_VERSION_MIN || c->version > CONFIG_VERSION ||
+            strcmp(c->aead, CONFIG_AEAD) || strcmp(c->id_hash, CONFIG_IDHASH)) {
                 rc = kb_err_set(err, KB_EFORMAT, "repository config has an unknown format");
         } else {
+                r->blob_id_ad = c->version >= 2;
                 r->chunker.min_size = c->chunk_min;
                 r->chunker.avg_size = c->chunk_avg;
                 r->chunker.max_size = c->chunk_max;
@@ -195,6 +199,7 @@ int kb_repo_open(const char *location, const char *password, size_t pwlen, int f
                 return kb_err_set(err, -ENOMEM, "out of memory");
         pthread_mutex_init(&r->lock, NULL);
         pthread_cond_init(&r->cond, NULL);
+        pthread_cond_init(&r->write_cond, NULL);
         pthread_key_create(&r->zstd_key, kb_repo_zstd_ctx_destroy);
         r->zstd_level = KB_REPO_DEFAULT_ZSTD_LEVEL;
         rc = kb_index_new(&r->index);
@@ -240,9 +245,12 @@ void kb_repo_close(struct kb_repo *r)
 
         if (!r)
                 return;
+        kb_pack_writer_stop(r);
         kb_repo_zstd_release_thread(r);
         pthread_key_delete(r->zstd_key);
         kb_pack_builder_free(r->current);
+        while (r->n_spare)
+                kb_buf_free(&r->spare[--r->n_spare]);
         for (b = r->unindexed; b; b = next) {
                 next = b->next;
                 kb_pack_builder_free(b);
@@ -252,6 +260,7 @@ void kb_repo_close(struct kb_repo *r)
         kb_backend_close(r->be);
         pthread_mutex_destroy(&r->lock);
         pthread_cond_destroy(&r->cond);
+        pthread_cond_destroy(&r->write_cond);
         kb_crypto_wipe(&r->master, sizeof(r->master));
         free(r);
 }

@@ -15,6 +15,10 @@
 /* An index file is written once this many blobs sit in written packs not yet indexed, so an
  * interrupted backup leaves most of its uploaded data findable and index files stay small. */
 #define KB_INDEX_FLUSH_BLOBS 65536
+/* Threads writing full packs in the background, and so the most packs detached at once. */
+#define KB_PACK_WRITERS 2
+/* Buffers of written packs kept for the next ones. */
+#define KB_PACK_SPARE 2
 
 struct pack_blob {
         uint8_t id[KB_ID_LEN];
@@ -38,6 +42,7 @@ struct kb_repo {
         uint32_t pack_size;
         int zstd_level;
         int read_only;
+        int blob_id_ad; /* blobs are sealed with their id as associated data (format 2) */
 
         pthread_mutex_t lock; /* guards index, current, unindexed, inflight */
         pthread_cond_t cond;
@@ -45,7 +50,17 @@ struct kb_repo {
         struct pack_builder *current;   /* being filled */
         struct pack_builder *unindexed; /* written, not yet in an index file */
         size_t unindexed_blobs;
-        unsigned inflight; /* packs being written outside the lock */
+        unsigned inflight; /* packs detached from `current`, not yet written */
+        /* Background pack writers (pack_writer.c): a queue of full packs and the first error. */
+        pthread_t writers[KB_PACK_WRITERS];
+        unsigned n_writers;
+        int writers_stop;
+        pthread_cond_t write_cond;
+        struct pack_builder *write_head, *write_tail;
+        int write_rc;
+        struct kb_err write_err;
+        struct kb_buf spare[KB_PACK_SPARE];
+        unsigned n_spare;
         pthread_key_t zstd_key;
 
         char key_name[KB_ID_HEX_LEN + 1]; /* the key file that opened the repository */
@@ -69,10 +84,25 @@ int kb_pack_builder_add_sealed(struct pack_builder *b, const uint8_t id[KB_ID_LE
 /* Append the header to a builder's data and store it as a pack named by its hash. */
 int kb_pack_write(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_ID_LEN],
                   struct kb_err *err);
-/* Open a stored blob (`sealed`, `len` bytes), decompress it and check it against `id` and
- * `raw_length`; the plaintext is appended to out. KB_ECORRUPT with a message naming the blob. */
+/* Write a detached pack and add it to the unindexed list; on failure its blobs leave the index.
+ * Either way r->inflight goes down. */
+int kb_pack_finish(struct kb_repo *r, struct pack_builder *b, struct kb_err *err);
+/* A detached pack that will not be written: its blobs leave the index, inflight goes down. */
+void kb_pack_finish_failed(struct kb_repo *r, struct pack_builder *b);
+
+/* pack_writer.c: hand a detached full pack to the background writers (blocks while
+ * KB_PACK_WRITERS packs are detached); returns an earlier writer's error, if any. */
+int kb_pack_writer_submit(struct kb_repo *r, struct pack_builder *b, struct kb_err *err);
+/* Let the writers finish the queue, then join them. */
+void kb_pack_writer_stop(struct kb_repo *r);
+
+/* Open a stored blob (`sealed`, `len` bytes), decompress it and check it against `raw_length`
+ * and `id`: the seal binds the id in format 2, recomputing the id from the plaintext as well
+ * (`verify_id`; always in format 1) also catches a writer that named a chunk wrongly. The
+ * plaintext is appended to out. KB_ECORRUPT with a message naming the blob. */
 int kb_repo_blob_decode(struct kb_repo *r, const uint8_t id[KB_ID_LEN], const void *sealed,
-                        size_t len, uint32_t raw_length, struct kb_buf *out, struct kb_err *err);
+                        size_t len, uint32_t raw_length, int verify_id, struct kb_buf *out,
+                        struct kb_err *err);
 void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 
 /* pack_header.c: the blob list at the end of pack `name` of `size` bytes (and the sealed header's

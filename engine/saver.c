@@ -26,6 +26,9 @@ struct kb_saver_group {
         size_t pending;
         int rc;
         struct kb_err err;
+        int closed; /* kb_saver_group_close: `done` runs when pending reaches 0 */
+        kb_saver_done_fn done;
+        void *done_arg;
 };
 
 struct kb_saver {
@@ -47,9 +50,31 @@ struct kb_saver {
         struct kb_saver_stats stats;
 };
 
+/* One pending item of g is finished (with rc). Called with the lock held; returns g when it is
+ * closed and now complete, for run_done() once the lock is released. */
+static struct kb_saver_group *group_settle(struct kb_saver_group *g, int rc, const struct kb_err *e)
+{
+        if (rc < 0 && g->rc == 0) {
+                g->rc = rc;
+                g->err = *e;
+        }
+        g->pending--;
+        return g->closed && g->pending == 0 ? g : NULL;
+}
+
+static void run_done(struct kb_saver_group *g)
+{
+        if (!g)
+                return;
+        g->done(g->done_arg, g->rc, g->rc < 0 ? &g->err : NULL);
+        free(g);
+}
+
 static void finish_job(struct kb_saver *s, struct job *j, int rc, const struct kb_err *e,
                        const struct kb_save_result *res)
 {
+        struct kb_saver_group *complete = NULL;
+
         pthread_mutex_lock(&s->lock);
         s->stats.blobs++;
         s->stats.bytes += j->len;
@@ -62,18 +87,14 @@ static void finish_job(struct kb_saver *s, struct job *j, int rc, const struct k
                 s->rc = rc;
                 s->err = *e;
         }
-        if (j->group) {
-                if (rc < 0 && j->group->rc == 0) {
-                        j->group->rc = rc;
-                        j->group->err = *e;
-                }
-                j->group->pending--;
-        }
+        if (j->group)
+                complete = group_settle(j->group, rc, e);
         s->queued_bytes -= j->len;
         s->active--;
         pthread_cond_broadcast(&s->done);
         pthread_cond_broadcast(&s->space);
         pthread_mutex_unlock(&s->lock);
+        run_done(complete);
 }
 
 static void *worker(void *arg)
@@ -194,6 +215,40 @@ void kb_saver_group_free(struct kb_saver_group *g)
                 return;
         kb_saver_group_wait(g, NULL);
         free(g);
+}
+
+void kb_saver_group_hold(struct kb_saver_group *g)
+{
+        pthread_mutex_lock(&g->s->lock);
+        g->pending++;
+        pthread_mutex_unlock(&g->s->lock);
+}
+
+void kb_saver_group_release(struct kb_saver_group *g, int rc, const struct kb_err *err)
+{
+        struct kb_saver *s = g->s;
+        struct kb_saver_group *complete;
+
+        pthread_mutex_lock(&s->lock);
+        complete = group_settle(g, rc, err);
+        pthread_cond_broadcast(&s->done);
+        pthread_mutex_unlock(&s->lock);
+        run_done(complete);
+}
+
+void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void *arg)
+{
+        struct kb_saver *s = g->s;
+        int now;
+
+        pthread_mutex_lock(&s->lock);
+        g->closed = 1;
+        g->done = done;
+        g->done_arg = arg;
+        now = g->pending == 0;
+        pthread_mutex_unlock(&s->lock);
+        if (now)
+                run_done(g);
 }
 
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,

@@ -38,6 +38,18 @@ int kb_saver_group_wait(struct kb_saver_group *g, struct kb_err *err);
 /* Waits, then frees. */
 void kb_saver_group_free(struct kb_saver_group *g);
 
+/* Groups that finish by themselves, so the producer never has to stop and wait (a directory's
+ * tree is encoded once its files' chunks and its subdirectories are stored, while the walk goes
+ * on). After kb_saver_group_close, `done(arg, rc, err)` runs exactly once, when nothing is
+ * pending in the group any more: in the worker that stored its last chunk, in the thread that
+ * released its last hold, or in the caller of close when nothing is pending then. rc is the
+ * group's first error (0 when none; err is then NULL). The group is freed after done returns. A
+ * hold counts as pending until released; a release may carry an error for the group. */
+typedef void (*kb_saver_done_fn)(void *arg, int rc, const struct kb_err *err);
+void kb_saver_group_hold(struct kb_saver_group *g);
+void kb_saver_group_release(struct kb_saver_group *g, int rc, const struct kb_err *err);
+void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void *arg);
+
 /* Queue one chunk. The saver takes ownership of `data` (malloc'd; freed when stored). The worker
  * writes the chunk's id to id_slot, which must stay valid until the group has been waited for. */
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,

@@ -50,7 +50,7 @@ struct bctx {
         struct kb_err *err;
         struct kb_saver *saver;
         struct kb_chunker *chunker;
-        uint32_t chunk_max;
+        uint32_t chunk_min, chunk_max;
         dev_t root_dev;
         struct kb_dirstack ds;
         struct kb_relpath path;
@@ -88,8 +88,9 @@ int kb_vb_remember_links(struct bctx *c, const struct stat *st, const Kbackup__N
 /* The entry `name` of the parent snapshot's current directory, or NULL. */
 const Kbackup__Node *kb_vb_prev_node(const struct bctx *c, const char *name);
 
-/* A regular file: metadata, xattrs, content. Returns <0 fatal, 0 done, 1 omitted (reported). */
-int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_arena *a,
-                      struct kb_saver_group *dir_group, Kbackup__Node *n);
+/* A regular file (lst: its lstat): metadata, xattrs, content. Returns <0 fatal, 0 done, 1 omitted
+ * (reported). */
+int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct stat *lst,
+                      struct kb_arena *a, struct kb_saver_group *dir_group, Kbackup__Node *n);
 
 #endif

@@ -11,7 +11,11 @@
 
 #include "fsmeta.h"
 
-#define READ_MAX (4u << 20) /* bytes per read(): bounds progress latency */
+/* A chunk cannot end before the chunker's minimum size, so that much is read at once; past it,
+ * reads are small: what follows the cut is copied into the next chunk's buffer, and 4 MiB reads
+ * made the reader copy (and fault in) each byte about twice. */
+#define READ_MAX  (4u << 20) /* bytes per read(): bounds progress latency */
+#define READ_STEP (256u << 10)
 
 /* --- hardlink map -------------------------------------------------------------------------- */
 
@@ -225,7 +229,9 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                                         return kb_err_set(c->err, -ENOMEM, "out of memory");
                                 used = scanned = 0;
                         }
-                        want = (size_t)min_u64(min_u64(cap - used, end - pos), READ_MAX);
+                        want = used < c->chunk_min ? c->chunk_min - used : READ_STEP;
+                        want = (size_t)min_u64(min_u64(cap - used, end - pos),
+                                               min_u64(want, READ_MAX));
                         if (!want) {
                                 /* Full without a cut: the chunker cuts at max, so only defensive.
                                  */
@@ -429,7 +435,7 @@ static int unchanged(struct bctx *c, const Kbackup__Node *p, const struct stat *
         return 1;
 }
 
-/* Take content, extents and the sparse flag from the parent's node. */
+/* Take content, xattrs, extents and the sparse flag from the parent's node. */
 static int reuse(struct kb_arena *a, const Kbackup__Node *p, Kbackup__Node *n)
 {
         if (p->n_content) {
@@ -443,6 +449,27 @@ static int reuse(struct kb_arena *a, const Kbackup__Node *p, Kbackup__Node *n)
                                 return -ENOMEM;
                 }
                 n->n_content = p->n_content;
+        }
+        if (p->n_xattrs) {
+                Kbackup__Xattr **v = kb_arena_alloc(a, p->n_xattrs * sizeof(*v));
+                Kbackup__Xattr *x = kb_arena_alloc(a, p->n_xattrs * sizeof(*x));
+
+                if (!v || !x)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_xattrs; i++) {
+                        kbackup__xattr__init(&x[i]);
+                        x[i].name.len = p->xattrs[i]->name.len;
+                        x[i].name.data = kb_arena_dup(a, p->xattrs[i]->name.data, x[i].name.len);
+                        x[i].value.len = p->xattrs[i]->value.len;
+                        if (x[i].value.len)
+                                x[i].value.data =
+                                    kb_arena_dup(a, p->xattrs[i]->value.data, x[i].value.len);
+                        if (!x[i].name.data || (x[i].value.len && !x[i].value.data))
+                                return -ENOMEM;
+                        v[i] = &x[i];
+                }
+                n->xattrs = v;
+                n->n_xattrs = p->n_xattrs;
         }
         n->sparse = p->sparse;
         if (p->n_extents) {
@@ -463,16 +490,29 @@ static int reuse(struct kb_arena *a, const Kbackup__Node *p, Kbackup__Node *n)
         return 0;
 }
 
-int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_arena *a,
-                      struct kb_saver_group *dir_group, Kbackup__Node *n)
+int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct stat *lst,
+                      struct kb_arena *a, struct kb_saver_group *dir_group, Kbackup__Node *n)
 {
         struct kb_saver_group *g = dir_group, *own = NULL;
+        const Kbackup__Node *prev = kb_vb_prev_node(c, name);
         struct idlist ids = {0};
         struct range *rg = NULL;
         struct stat st0, st1;
         ssize_t nrg;
         int fd, sparse, shrank, rc;
 
+        /* Unchanged since the parent snapshot: not even opened. ctime moves with every change of
+         * content, xattrs, mode or owner, so the parent's node is still true of it. */
+        if (lst->st_nlink == 1 && unchanged(c, prev, lst)) {
+                kb_fsmeta_from_stat(n, lst);
+                if (reuse(a, prev, n) < 0)
+                        return kb_err_set(c->err, -ENOMEM, "out of memory");
+                c->files++;
+                c->files_unchanged++;
+                c->bytes_unchanged += n->size;
+                c->bytes_read += n->size; /* logical bytes of the snapshot, as for read files */
+                return 0;
+        }
         fd = kb_vb_open_noatime(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
                 if (errno == ENOENT)
@@ -492,17 +532,6 @@ int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, struct kb_are
                 goto oom;
         if (rc < 0)
                 kb_vb_warn(c, 1, "%s: cannot read xattrs: %s", kb_vb_path(c), strerror(-rc));
-
-        if (st0.st_nlink == 1 && unchanged(c, kb_vb_prev_node(c, name), &st0)) {
-                if (reuse(a, kb_vb_prev_node(c, name), n) < 0)
-                        goto oom;
-                c->files++;
-                c->files_unchanged++;
-                c->bytes_unchanged += n->size;
-                c->bytes_read += n->size; /* logical bytes of the snapshot, as for read files */
-                rc = 0;
-                goto out;
-        }
 
         nrg = file_ranges(fd, &st0, &rg, &sparse);
         if (nrg < 0)

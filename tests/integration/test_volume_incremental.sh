@@ -12,6 +12,11 @@ mkdir -p "$SRC/a/b" "$SRC/c"
 for i in $(seq 1 40); do head -c $((i * 1000)) /dev/urandom >"$SRC/a/f$i"; done
 for i in $(seq 1 10); do head -c 5000 /dev/urandom >"$SRC/a/b/g$i"; done
 head -c $((3 * 1024 * 1024)) /dev/urandom >"$SRC/c/big"
+# Unchanged files are not opened: their xattrs come from the parent snapshot, so they must be
+# there after a restore of a later snapshot, and a changed xattr (it moves ctime) must be seen.
+setfattr -n user.kept -v "value one" "$SRC/a/f2"
+setfattr -n user.empty "$SRC/a/f3"
+setfattr -n user.changes -v before "$SRC/a/f4"
 kb_init "$REPO"
 
 json_field() { # FIELD: from the last --json line of the last command
@@ -33,10 +38,11 @@ mtime=$(stat -c %y "$SRC/a/f7")
 head -c 7000 /dev/urandom >"$SRC/a/f7"
 touch -d "$mtime" "$SRC/a/f7"
 echo appended >>"$SRC/a/b/g3"
+setfattr -n user.changes -v after "$SRC/a/f4"
 rm "$SRC/a/f1"
 head -c 1234 /dev/urandom >"$SRC/c/new"
 expect_exit 0 kb --repo "$REPO" backup volume "$SRC" --name ns/pvc --json
-[[ $(json_field files_unchanged) == 48 ]] || fail "expected 48 unchanged files, got $(json_field files_unchanged)"
+[[ $(json_field files_unchanged) == 47 ]] || fail "expected 47 unchanged files, got $(json_field files_unchanged)"
 third=$(json_field snapshot)
 
 # Another name is another source: no parent.
@@ -49,4 +55,7 @@ expect_exit 0 kb --repo "$REPO" backup volume "$SRC" --name ns/pvc --force --jso
 OUT=$(kb_tmpdir)
 expect_exit 0 kb --repo "$REPO" restore volume "$third" --target "$OUT/r"
 treecmp --ignore-atime "$SRC" "$OUT/r"
+[[ $(getfattr --only-values -n user.kept "$OUT/r/a/f2") == "value one" ]] || fail "unchanged file lost its xattr"
+[[ $(getfattr --only-values -n user.changes "$OUT/r/a/f4") == after ]] || fail "changed xattr not backed up"
+getfattr -n user.empty "$OUT/r/a/f3" >/dev/null || fail "unchanged file lost its empty xattr"
 pass

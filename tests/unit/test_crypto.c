@@ -57,7 +57,8 @@ Test(crypto, seal_opens_with_reference_and_detects_tampering)
                 cr_assert_eq(kb_crypto_seal(key, data, sizes[i], &sealed), 0);
                 cr_assert_eq(sealed.len, sizes[i] + KB_SEAL_OVERHEAD);
                 cr_assert_eq(kb_crypto_open(key, sealed.data, sealed.len, &a), 0);
-                cr_assert_eq(kb_crypto_open_reference(key, sealed.data, sealed.len, &b), 0);
+                cr_assert_eq(kb_crypto_open_reference(key, NULL, 0, sealed.data, sealed.len, &b),
+                             0);
                 cr_assert_eq(a.len, sizes[i]);
                 cr_assert_eq(b.len, sizes[i]);
                 cr_assert(sizes[i] == 0 || memcmp(a.data, data, sizes[i]) == 0);
@@ -157,4 +158,30 @@ Test(crypto, throughput_report)
         seal = 64.0 / ((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
         cr_log_info("blob id %.0f MiB/s (libsodium %.0f MiB/s), seal %.0f MiB/s", fast, ref, seal);
         kb_buf_free(&sealed);
+}
+
+Test(crypto, associated_data_is_bound_and_matches_reference)
+{
+        uint8_t ad[KB_ID_LEN], wrong[KB_ID_LEN];
+        static const char msg[] = "a chunk's content";
+        struct kb_buf sealed = KB_BUF_INIT, a = KB_BUF_INIT, b = KB_BUF_INIT;
+
+        randombytes_buf(ad, sizeof(ad));
+        memcpy(wrong, ad, sizeof(ad));
+        wrong[KB_ID_LEN - 1] ^= 1;
+        cr_assert_eq(kb_crypto_seal_ad(key, ad, sizeof(ad), msg, sizeof(msg), &sealed), 0);
+        cr_assert_eq(kb_crypto_open_ad(key, ad, sizeof(ad), sealed.data, sealed.len, &a), 0);
+        cr_assert_eq(a.len, sizeof(msg));
+        cr_assert(memcmp(a.data, msg, sizeof(msg)) == 0);
+        cr_assert_eq(kb_crypto_open_reference(key, ad, sizeof(ad), sealed.data, sealed.len, &b), 0);
+        cr_assert(memcmp(b.data, msg, sizeof(msg)) == 0);
+        kb_buf_reset(&a);
+        /* Another id, or none, does not open it: a blob read from the wrong place is refused. */
+        cr_assert_eq(kb_crypto_open_ad(key, wrong, sizeof(wrong), sealed.data, sealed.len, &a),
+                     KB_ECORRUPT);
+        cr_assert_eq(kb_crypto_open(key, sealed.data, sealed.len, &a), KB_ECORRUPT);
+        cr_assert_eq(a.len, 0);
+        kb_buf_free(&sealed);
+        kb_buf_free(&a);
+        kb_buf_free(&b);
 }

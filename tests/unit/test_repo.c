@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "repo.h"
+#include "repo_internal.h"
 #include "saver.h"
 
 static char dir[64];
@@ -121,6 +122,45 @@ Test(repo, blobs_round_trip_and_dedup)
                 kb_buf_free(&b);
                 free(want);
         }
+        kb_repo_close(r);
+}
+
+/* An index entry that points at another authentic blob of the same repository (a bug, or an
+ * index edited by someone holding the key) must not restore the other blob's bytes: the seal
+ * binds each blob's id. */
+Test(repo, blob_read_from_the_wrong_place_is_refused)
+{
+        static const char a[] = "the first chunk's bytes", b[] = "the second chunk's bytes";
+        uint8_t ida[KB_ID_LEN], idb[KB_ID_LEN];
+        struct kb_index_entry *ea, *eb, saved;
+        struct kb_buf out = KB_BUF_INIT;
+        struct kb_repo *r;
+        struct kb_err e = {0};
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        r = open_ok();
+        kb_repo_blob_id(r, a, sizeof(a), ida);
+        kb_repo_blob_id(r, b, sizeof(b), idb);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, ida, a, sizeof(a), NULL, &e), 0);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, idb, b, sizeof(b), NULL, &e), 0);
+        cr_assert_eq(kb_repo_flush(r, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_blob_load(r, ida, &out, &e), 0, "%s", e.msg);
+        cr_assert(out.len == sizeof(a) && memcmp(out.data, a, sizeof(a)) == 0);
+        kb_buf_reset(&out);
+
+        ea = kb_index_lookup_mut(r->index, ida);
+        eb = kb_index_lookup_mut(r->index, idb);
+        cr_assert(ea && eb);
+        saved = *ea;
+        ea->pack = eb->pack;
+        ea->offset = eb->offset;
+        ea->length = eb->length;
+        ea->raw_length = eb->raw_length;
+        cr_assert_eq(kb_repo_blob_load(r, ida, &out, &e), KB_ECORRUPT);
+        cr_assert(strstr(e.msg, "authentication failed"), "%s", e.msg);
+        cr_assert_eq(out.len, 0);
+        *ea = saved;
+        kb_buf_free(&out);
         kb_repo_close(r);
 }
 
