@@ -4,6 +4,7 @@
 #define KB_CLI_H
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -26,6 +27,9 @@ struct cli_global {
         int json;
         int quiet;
         const char *prog;
+        /* Metrics after the command (report.c). */
+        const char *metrics_file;
+        const char *pushgateway, *push_job, *push_instance;
 };
 
 extern struct cli_global cli;
@@ -40,6 +44,12 @@ enum {
         OPT_S3_CA_FILE,
         OPT_RETENTION_DAYS,
         OPT_RETENTION_MODE,
+        OPT_LOG_FORMAT,
+        OPT_METRICS_FILE,
+        OPT_PUSHGATEWAY,
+        OPT_PUSH_JOB,
+        OPT_PUSH_INSTANCE,
+        OPT_COMPRESSION,
         OPT_FIRST_COMMAND
 };
 #define CLI_COMMON_OPTIONS                                                                         \
@@ -49,13 +59,94 @@ enum {
             {"s3-ca-file", required_argument, NULL, OPT_S3_CA_FILE},                               \
             {"retention-days", required_argument, NULL, OPT_RETENTION_DAYS},                       \
             {"retention-mode", required_argument, NULL, OPT_RETENTION_MODE},                       \
+            {"log-format", required_argument, NULL, OPT_LOG_FORMAT},                               \
+            {"metrics-file", required_argument, NULL, OPT_METRICS_FILE},                           \
+            {"pushgateway", required_argument, NULL, OPT_PUSHGATEWAY},                             \
+            {"pushgateway-job", required_argument, NULL, OPT_PUSH_JOB},                            \
+            {"pushgateway-instance", required_argument, NULL, OPT_PUSH_INSTANCE},                  \
+            {"compression", required_argument, NULL, OPT_COMPRESSION},                             \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
 
+/* getopt_long with the common short options; in json log mode getopt's own complaint becomes a
+ * log line. */
+int cli_getopt(int argc, char **argv, const struct option *opts);
 /* Handle a common option inside a command's getopt loop. Returns 1 when handled, 0 when not
  * common, or -1 after printing help (the command then returns KB_EXIT_OK). */
 int cli_common_option(int c, const char *help);
+/* The observability options (--log-format, --metrics-file, --pushgateway*) wherever they are in
+ * argv, before anything is printed: an early usage error is then already in the chosen format
+ * and still gets its metrics. KB_EXIT_OK or a usage exit code. */
+int cli_early_options(int argc, char **argv);
+
+/* Logging (log.c): every line for stderr. Text: "kbackup: MSG" (info, error), "warning: MSG",
+ * or MSG alone with CLI_LOG_PLAIN; json: {"time","level","msg",...fields} on one line. */
+enum { CLI_LOG_INFO, CLI_LOG_WARN, CLI_LOG_ERROR, CLI_LOG_PLAIN = 0x100 };
+enum cli_field_type { CLI_FIELD_STR = 1, CLI_FIELD_U64, CLI_FIELD_I64, CLI_FIELD_DBL };
+struct cli_field {
+        const char *key; /* NULL ends a list */
+        enum cli_field_type type;
+        const char *s;
+        uint64_t u;
+        int64_t i;
+        double d;
+};
+#define CLI_STR(k, v)                                                                              \
+        {                                                                                          \
+                .key = (k), .type = CLI_FIELD_STR, .s = (v)                                        \
+        }
+#define CLI_U64(k, v)                                                                              \
+        {                                                                                          \
+                .key = (k), .type = CLI_FIELD_U64, .u = (v)                                        \
+        }
+#define CLI_I64(k, v)                                                                              \
+        {                                                                                          \
+                .key = (k), .type = CLI_FIELD_I64, .i = (v)                                        \
+        }
+#define CLI_DBL(k, v)                                                                              \
+        {                                                                                          \
+                .key = (k), .type = CLI_FIELD_DBL, .d = (v)                                        \
+        }
+#define CLI_FIELDS(...) ((const struct cli_field[]){__VA_ARGS__, {0}})
+/* "text" or "json": 0; -1 for anything else. */
+int cli_log_format(const char *name);
+int cli_log_is_json(void);
+void cli_log(int level, const struct cli_field *fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cli_vlog(int level, const struct cli_field *fields, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+/* The message of the last error logged ("" if none): a post-hook's KBACKUP_ERROR. */
+const char *cli_log_last_error(void);
+
+/* What the command did, for the metrics and the json summary line written once after it
+ * (report.c). Commands fill in what they know; the rest stays unset and is left out. */
+enum cli_stat {
+        CLI_STAT_BYTES_READ,
+        CLI_STAT_BYTES_NEW,
+        CLI_STAT_BYTES_STORED,
+        CLI_STAT_FILES,
+        CLI_STAT_ERRORS,
+        CLI_STAT_SNAPSHOTS,
+        CLI_STAT_REPO_BYTES,
+        CLI_STAT_COUNT
+};
+struct cli_report {
+        const char *command; /* "backup", "check", ... */
+        const char *kind;    /* "volume", "etcd", "cluster" or NULL */
+        const char *source;  /* backups: the path, the endpoints as given, the profile */
+        char snapshot[KB_ID_HEX_LEN + 1]; /* the snapshot (or backup set) written */
+        uint64_t stat[CLI_STAT_COUNT];
+        unsigned have; /* bit (1 << stat) when stat[stat] is known */
+        int help;      /* only help was printed: no metrics, no summary */
+};
+extern struct cli_report cli_report;
+void cli_report_stat(enum cli_stat s, uint64_t v);
+void cli_report_add(enum cli_stat s, uint64_t v);
+/* Snapshot count and pack bytes of an open repository, when metrics are wanted. */
+void cli_report_repo(struct kb_repo *repo);
+/* After the command: metrics file, Pushgateway, the json summary line. */
+void cli_report_finish(int code, double duration_sec);
 
 /* Print "kbackup: MSG" on stderr and return the exit code for an engine error. */
 int cli_fail(const struct kb_err *err, int rc);
@@ -76,9 +167,13 @@ int cli_repo_location(const char **loc, struct kb_err *err);
 /* Open the repository the user named; prints the error and returns an exit code on failure. */
 int cli_open_repo(int flags, struct kb_repo **out);
 
-/* Progress and warnings for engine callbacks. */
+/* Progress and warnings for engine callbacks. On a terminal, a progress bar on stdout; with
+ * --log-format json, a log line at most every CLI_PROGRESS_LOG_SEC instead. */
+#define CLI_PROGRESS_LOG_SEC 10
 void cli_progress(const struct kb_progress *p, void *arg);
 void cli_progress_done(void);
+/* json logs: time for the next progress line? */
+int cli_progress_log_due(void);
 void cli_warn(const char *msg, void *arg);
 extern uint64_t cli_warnings;
 
@@ -142,6 +237,44 @@ int cli_etcd_conn_option(int c, struct cli_etcd_conn *ec, const char *cmd);
  * go together, read the password for --user. KB_EXIT_OK or an exit code. */
 int cli_etcd_conn_finish(struct cli_etcd_conn *ec, const char *cmd, int optional);
 void cli_etcd_conn_free(struct cli_etcd_conn *ec);
+
+/* --pre-hook, --post-hook, --hook-timeout of the backup commands (hooks.c; semantics and
+ * environment in docs/cli.md). */
+enum { OPT_PRE_HOOK = 1950, OPT_POST_HOOK, OPT_HOOK_TIMEOUT };
+#define CLI_HOOK_OPTIONS                                                                           \
+        {"pre-hook", required_argument, NULL, OPT_PRE_HOOK},                                       \
+            {"post-hook", required_argument, NULL, OPT_POST_HOOK},                                 \
+        {                                                                                          \
+                "hook-timeout", required_argument, NULL, OPT_HOOK_TIMEOUT                          \
+        }
+#define CLI_HOOK_HELP                                                                              \
+        "  --pre-hook CMD          run CMD (/bin/sh -c) first; if it fails or times out,\n"        \
+        "                          nothing is backed up (exit 1)\n"                                \
+        "  --post-hook CMD         run CMD last, also after a failure; if it fails, the\n"         \
+        "                          exit code is 3 (the snapshot stays)\n"                          \
+        "  --hook-timeout DURATION per hook (default 10m): then SIGTERM to its process\n"          \
+        "                          group, SIGKILL 5 s later. Hook environment: docs/cli.md\n"
+#define CLI_OBSERVE_HELP                                                                           \
+        "  --log-format text|json, --metrics-file FILE, --pushgateway URL: see kbackup --help\n"
+#define CLI_HOOK_DEFAULT_TIMEOUT_MS (10ull * 60 * 1000)
+struct cli_hooks {
+        const char *pre, *post;
+        uint64_t timeout_ms;       /* 0: not given */
+        const char *kind, *source; /* KBACKUP_KIND, KBACKUP_SOURCE */
+        const char *extra_env[4];  /* more "NAME=VALUE" (backup --cluster's own variables) */
+        size_t n_extra;
+        uint64_t t0_ms;  /* the backup's start, for KBACKUP_DURATION_SECONDS */
+        int post_failed; /* set by cli_hook_post */
+};
+/* In a getopt loop: 1 when c was a hook option, 0 when not, or a usage exit code (> 1). */
+int cli_hook_option(int c, struct cli_hooks *h, const char *cmd);
+/* Run the pre-hook if there is one. KB_EXIT_OK, or KB_EXIT_ERROR after logging "pre-hook failed:
+ * ..." (the backup must then not run, and the post-hook still does). */
+int cli_hook_pre(struct cli_hooks *h);
+/* Run the post-hook if there is one, describing an attempt that ends with exit code `code` and
+ * wrote `snapshot` (NULL or "" if none). Returns the exit code to use: KB_EXIT_PARTIAL when
+ * the backup succeeded but the hook failed, else `code`. */
+int cli_hook_post(struct cli_hooks *h, int code, const char *snapshot);
 
 /* Commands. */
 int cmd_init(int argc, char **argv);

@@ -8,7 +8,8 @@
 
 static const char help[] =
     "Usage: kbackup backup volume PATH [--name NAMESPACE/PVC] [--tag KEY=VALUE]...\n"
-    "                                  [--threads N]\n"
+    "                                  [--threads N] [--force]\n"
+    "                                  [--pre-hook CMD] [--post-hook CMD] [--hook-timeout D]\n"
     "\n"
     "Back up the directory tree at PATH (a mounted persistent volume): file contents, holes,\n"
     "hardlinks, symlinks, fifos, device nodes, owners, modes, nanosecond times and xattrs\n"
@@ -18,9 +19,11 @@ static const char help[] =
     "The new snapshot's id is the last line of standard output.\n"
     "\n"
     "Options:\n"
-    "  --name NAMESPACE/PVC   what this volume is, for listing and restore\n"
-    "  --tag KEY=VALUE        a tag (repeatable)\n"
-    "  --threads N            worker threads (default: all cores)\n";
+    "  --name NAMESPACE/PVC    what this volume is, for listing and restore\n"
+    "  --tag KEY=VALUE         a tag (repeatable)\n"
+    "  --threads N             worker threads (default: all cores)\n"
+    "  --force                 read every file (no parent snapshot)\n" CLI_HOOK_HELP
+        CLI_OBSERVE_HELP;
 
 enum { OPT_NAME = OPT_FIRST_COMMAND, OPT_TAG, OPT_THREADS, OPT_FORCE };
 
@@ -58,108 +61,147 @@ static void print_summary(const struct kb_volume_backup_result *res)
         printf("%s\n", res->snapshot_id);
 }
 
+/* The numbers the metrics and the json summary line report: the summary's own. */
+static void report(const struct kb_volume_backup_result *res)
+{
+        snprintf(cli_report.snapshot, sizeof(cli_report.snapshot), "%s", res->snapshot_id);
+        cli_report_add(CLI_STAT_BYTES_READ, res->bytes_read);
+        cli_report_add(CLI_STAT_BYTES_NEW, res->bytes_new);
+        cli_report_add(CLI_STAT_BYTES_STORED, res->bytes_stored);
+        cli_report_add(CLI_STAT_FILES, res->files);
+        cli_report_add(CLI_STAT_ERRORS, res->errors);
+}
+
+/* The backup itself, between the hooks; *written set when a snapshot was recorded. */
+static int run_volume(const char *path, const struct kb_volume_backup_opts *o, int *written)
+{
+        struct kb_volume_backup_result res = {0};
+        struct kb_err err = {0};
+        struct kb_repo *repo = NULL;
+        struct kb_lock *lock = NULL;
+        int r, code;
+
+        /* A backup that cannot start must not touch the repository, not even with a lock. */
+        if (access(path, R_OK | X_OK) < 0) {
+                r = kb_err_sys(&err, -errno, "%s", path);
+                return cli_fail(&err, r);
+        }
+        code = cli_open_locked(CLI_LOCK_SHARED, "backup", 0, &repo, &lock);
+        if (code != KB_EXIT_OK)
+                return code;
+        r = kb_volume_backup(repo, path, o, &res, &err);
+        cli_progress_done();
+        cli_close_locked(repo, lock);
+        if (r < 0 && r != KB_EPARTIAL)
+                return cli_fail(&err, r);
+        *written = 1;
+        report(&res);
+        print_summary(&res);
+        if (r == KB_EPARTIAL) {
+                cli_log(CLI_LOG_WARN, CLI_FIELDS(CLI_STR("snapshot", res.snapshot_id)),
+                        "snapshot %.8s saved, but %llu item(s) could not be read", res.snapshot_id,
+                        (unsigned long long)res.errors);
+                return KB_EXIT_PARTIAL;
+        }
+        return KB_EXIT_OK;
+}
+
 static int backup_volume(int argc, char **argv)
 {
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
+                                             CLI_HOOK_OPTIONS,
                                              {"name", required_argument, NULL, OPT_NAME},
                                              {"tag", required_argument, NULL, OPT_TAG},
                                              {"threads", required_argument, NULL, OPT_THREADS},
                                              {"force", no_argument, NULL, OPT_FORCE},
                                              {NULL, 0, NULL, 0}};
         struct kb_volume_backup_opts o = {0};
-        struct kb_volume_backup_result res = {0};
-        struct kb_err err = {0};
-        struct kb_repo *repo = NULL;
-        struct kb_lock *lock = NULL;
+        struct cli_hooks hooks = {.kind = "volume"};
         const char **tags = calloc((size_t)argc, sizeof(*tags));
         char *end;
-        int c, r, code;
+        int c, r, code = KB_EXIT_OK, written = 0;
 
         if (!tags)
                 return KB_EXIT_ERROR;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
-                if (r < 0) {
-                        free(tags);
-                        return KB_EXIT_OK;
-                }
+                if (r < 0)
+                        goto out;
                 if (r > 0)
                         continue;
+                r = cli_hook_option(c, &hooks, "backup");
+                if (r == 1)
+                        continue;
+                if (r > 1) {
+                        code = r;
+                        goto out;
+                }
                 switch (c) {
                 case OPT_NAME:
                         o.name = optarg;
                         break;
                 case OPT_TAG:
                         if (!strchr(optarg, '=') || optarg[0] == '=') {
-                                free(tags);
-                                return cli_usage("backup", "--tag wants KEY=VALUE, not '%s'",
-                                                 optarg);
+                                code =
+                                    cli_usage("backup", "--tag wants KEY=VALUE, not '%s'", optarg);
+                                goto out;
                         }
                         tags[o.ntags++] = optarg;
                         break;
                 case OPT_THREADS:
                         o.threads = (unsigned)strtoul(optarg, &end, 10);
                         if (*end || o.threads > 256) {
-                                free(tags);
-                                return cli_usage("backup", "--threads wants a number 1-256");
+                                code = cli_usage("backup", "--threads wants a number 1-256");
+                                goto out;
                         }
                         break;
                 case OPT_FORCE:
                         o.no_parent = 1;
                         break;
                 default:
-                        free(tags);
-                        return cli_usage("backup", "bad option");
+                        code = cli_usage("backup", "bad option");
+                        goto out;
                 }
         }
         if (optind + 1 != argc) {
-                free(tags);
-                return cli_usage("backup", "backup volume wants exactly one PATH");
+                code = cli_usage("backup", "backup volume wants exactly one PATH");
+                goto out;
         }
+        hooks.source = cli_report.source = argv[optind];
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;
-        /* A backup that cannot start must not touch the repository, not even with a lock. */
-        if (access(argv[optind], R_OK | X_OK) < 0) {
-                r = kb_err_sys(&err, -errno, "%s", argv[optind]);
-                free(tags);
-                return cli_fail(&err, r);
-        }
-        code = cli_open_locked(CLI_LOCK_SHARED, "backup", 0, &repo, &lock);
-        if (code != KB_EXIT_OK) {
-                free(tags);
-                return code;
-        }
-        r = kb_volume_backup(repo, argv[optind], &o, &res, &err);
-        cli_progress_done();
-        cli_close_locked(repo, lock);
+        code = cli_hook_pre(&hooks);
+        if (code == KB_EXIT_OK)
+                code = run_volume(argv[optind], &o, &written);
+        code = cli_hook_post(&hooks, code, written ? cli_report.snapshot : NULL);
+out:
         free(tags);
-        if (r < 0 && r != KB_EPARTIAL)
-                return cli_fail(&err, r);
-        print_summary(&res);
-        if (r == KB_EPARTIAL) {
-                fprintf(stderr, "%s: snapshot %.8s saved, but %llu item(s) could not be read\n",
-                        cli.prog, res.snapshot_id, (unsigned long long)res.errors);
-                return KB_EXIT_PARTIAL;
-        }
-        return KB_EXIT_OK;
+        return code;
 }
 
 int cmd_backup(int argc, char **argv)
 {
-        if (argc >= 2 && !strcmp(argv[1], "volume"))
+        if (argc >= 2 && !strcmp(argv[1], "volume")) {
+                cli_report.kind = "volume";
                 return backup_volume(argc - 1, argv + 1);
-        if (argc >= 2 && !strcmp(argv[1], "etcd"))
+        }
+        if (argc >= 2 && !strcmp(argv[1], "etcd")) {
+                cli_report.kind = "etcd";
                 return cli_etcd_backup(argc - 1, argv + 1);
+        }
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+                cli_report.help = 1;
                 fputs(help, stdout);
                 printf(
                     "\nor: kbackup backup etcd --endpoints URL ... (kbackup backup etcd --help)\n"
                     "or: kbackup backup --cluster NAME (kbackup backup --cluster x --help)\n");
                 return KB_EXIT_OK;
         }
-        if (argc >= 2 && argv[1][0] == '-')
+        if (argc >= 2 && argv[1][0] == '-') {
+                cli_report.kind = "cluster";
                 return cli_set_backup(argc, argv); /* backup --cluster NAME (cmd_set.c) */
+        }
         return cli_usage("backup",
                          "what to back up? 'kbackup backup volume PATH', 'kbackup backup etcd "
                          "--endpoints URL' or 'kbackup backup --cluster NAME'");

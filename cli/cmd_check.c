@@ -50,6 +50,15 @@ static void report(int is_error, const char *msg, void *arg)
 static void progress(const char *phase, uint64_t done, uint64_t total, void *arg)
 {
         (void)arg;
+        if (cli_log_is_json()) {
+                if (cli_progress_log_due())
+                        cli_log(CLI_LOG_INFO,
+                                CLI_FIELDS(CLI_STR("phase", phase), CLI_U64("done", done),
+                                           CLI_U64("total", total)),
+                                "checking %s %llu/%llu", phase, (unsigned long long)done,
+                                (unsigned long long)total);
+                return;
+        }
         if (cli.quiet || cli.json || !isatty(STDOUT_FILENO))
                 return;
         printf("\r\033[Kchecking %s %llu/%llu", phase, (unsigned long long)done,
@@ -77,7 +86,7 @@ int cmd_check(int argc, char **argv)
         size_t plen = 0;
         int c, r, code;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;
@@ -119,6 +128,7 @@ int cmd_check(int argc, char **argv)
                 goto done;
         }
         code = res.errors ? KB_EXIT_ERROR : KB_EXIT_OK;
+        cli_report_stat(CLI_STAT_ERRORS, res.errors);
         if (cli.json) {
                 fclose(out.problems);
                 out.problems = NULL;

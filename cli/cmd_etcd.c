@@ -1,4 +1,5 @@
 /* cmd_etcd.c - `kbackup backup etcd` and `kbackup restore etcd`: etcd snapshots in and out. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 static const char backup_help[] =
     "Usage: kbackup backup etcd --endpoints URL[,URL...] [--cacert F --cert F --key F]\n"
     "                           [--user NAME] [--name NAME] [--tag KEY=VALUE]...\n"
+    "                           [--pre-hook CMD] [--post-hook CMD] [--hook-timeout D]\n"
     "\n"
     "Take a consistent snapshot of etcd over its gRPC API (Maintenance/Snapshot) and store it\n"
     "deduplicated, compressed and encrypted. Every endpoint is asked for its status; members\n"
@@ -26,7 +28,7 @@ static const char backup_help[] =
     "  --name NAME             name of the snapshot (default etcd-<cluster id>)\n"
     "  --tag KEY=VALUE         a tag (repeatable)\n"
     "  --timeout SECONDS       connect and idle timeout (default 5 connect, 30 idle)\n"
-    "  --threads N             worker threads (default: all cores)\n"
+    "  --threads N             worker threads (default: all cores)\n" CLI_HOOK_HELP CLI_OBSERVE_HELP
     "\n"
     "The new snapshot's id is the last line of standard output.\n";
 
@@ -83,33 +85,60 @@ static void print_backup(const struct kb_etcd_backup_result *r)
         printf("%s\n", r->snapshot_id);
 }
 
+/* The backup itself, between the hooks; *written set when a snapshot was recorded. */
+static int run_etcd(const struct kb_etcd_backup_opts *o, int *written)
+{
+        struct kb_etcd_backup_result res = {0};
+        struct kb_err err = {0};
+        struct kb_repo *repo = NULL;
+        struct kb_lock *lock = NULL;
+        int r, code;
+
+        code = cli_open_locked(CLI_LOCK_SHARED, "backup etcd", 0, &repo, &lock);
+        if (code != KB_EXIT_OK)
+                return code;
+        r = kb_etcd_backup(repo, o, &res, &err);
+        cli_progress_done();
+        cli_close_locked(repo, lock);
+        if (r < 0)
+                return cli_fail(&err, r);
+        *written = 1;
+        snprintf(cli_report.snapshot, sizeof(cli_report.snapshot), "%s", res.snapshot_id);
+        cli_report_stat(CLI_STAT_BYTES_READ, res.bytes_read);
+        cli_report_stat(CLI_STAT_BYTES_NEW, res.bytes_new);
+        cli_report_stat(CLI_STAT_BYTES_STORED, res.bytes_stored);
+        cli_report_stat(CLI_STAT_ERRORS, 0);
+        print_backup(&res);
+        return KB_EXIT_OK;
+}
+
 int cli_etcd_backup(int argc, char **argv)
 {
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                              CLI_ETCD_CONN_OPTIONS,
+                                             CLI_HOOK_OPTIONS,
                                              {"name", required_argument, NULL, OPT_NAME},
                                              {"tag", required_argument, NULL, OPT_TAG},
                                              {"threads", required_argument, NULL, OPT_THREADS},
                                              {NULL, 0, NULL, 0}};
         struct kb_etcd_backup_opts o = {0};
-        struct kb_etcd_backup_result res = {0};
-        struct kb_err err = {0};
-        struct kb_repo *repo = NULL;
-        struct kb_lock *lock = NULL;
+        struct cli_hooks hooks = {.kind = "etcd"};
         struct cli_etcd_conn ec = {0};
         const char **tags = calloc((size_t)argc, sizeof(*tags));
         char *end;
-        int c, r, code = KB_EXIT_OK;
+        int c, r, code = KB_EXIT_OK, written = 0;
 
         if (!tags)
                 return KB_EXIT_ERROR;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, backup_help);
                 if (r < 0)
                         goto done;
                 if (r > 0)
                         continue;
                 r = cli_etcd_conn_option(c, &ec, "backup");
+                if (r == 0)
+                        r = cli_hook_option(c, &hooks, "backup");
                 if (r == 1)
                         continue;
                 if (r > 1) {
@@ -143,6 +172,13 @@ int cli_etcd_backup(int argc, char **argv)
                 code = cli_usage("backup", "unexpected argument '%s'", argv[optind]);
                 goto done;
         }
+        /* The endpoints as given, before they are split in place; it stays (reachable) for the
+         * metrics written after the command. */
+        if (ec.eps && !(cli_report.source = strdup(ec.eps))) {
+                code = KB_EXIT_ERROR;
+                goto done;
+        }
+        hooks.source = cli_report.source;
         code = cli_etcd_conn_finish(&ec, "backup etcd", 0);
         if (code != KB_EXIT_OK)
                 goto done;
@@ -152,16 +188,10 @@ int cli_etcd_backup(int argc, char **argv)
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;
-        code = cli_open_locked(CLI_LOCK_SHARED, "backup etcd", 0, &repo, &lock);
-        if (code != KB_EXIT_OK)
-                goto done;
-        r = kb_etcd_backup(repo, &o, &res, &err);
-        cli_progress_done();
-        cli_close_locked(repo, lock);
-        if (r < 0)
-                code = cli_fail(&err, r);
-        else
-                print_backup(&res);
+        code = cli_hook_pre(&hooks);
+        if (code == KB_EXIT_OK)
+                code = run_etcd(&o, &written);
+        code = cli_hook_post(&hooks, code, written ? cli_report.snapshot : NULL);
 done:
         cli_etcd_conn_free(&ec);
         free(tags);
@@ -183,7 +213,7 @@ int cli_etcd_restore(int argc, char **argv)
         for (c = 1; c < argc; c++)
                 if (!strncmp(argv[c], "--endpoints", 11))
                         return cli_etcd_restore_keys(argc, argv); /* into a live etcd */
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, restore_help);
                 if (r < 0)
                         return KB_EXIT_OK;

@@ -205,10 +205,17 @@ static int do_get(struct ctx *c, char **args, int nargs)
                 return code;
         kv = kb_etcd_keyspace_find(s.ks, args[1], strlen(args[1]));
         if (!kv) {
+                char *shown = NULL;
+                size_t n = 0;
+                FILE *m = open_memstream(&shown, &n);
+
                 snap_close(&s);
-                fprintf(stderr, "%s: key not found: ", cli.prog);
-                cli_print_escaped(stderr, args[1], strlen(args[1]));
-                fputc('\n', stderr);
+                if (m) {
+                        cli_print_escaped(m, args[1], strlen(args[1]));
+                        fclose(m);
+                }
+                cli_log(CLI_LOG_ERROR, NULL, "key not found: %s", shown ? shown : "?");
+                free(shown);
                 return KB_EXIT_ERROR;
         }
         r = kb_etcd_keyspace_value(s.ks, kv, &v, &err);
@@ -281,7 +288,10 @@ static int do_diff(struct ctx *c, char **args, int nargs, const char *prefix)
         }
         kb_etcd_keyspace_diff(a.ks, b.ks, diff_line, &n);
         if (!cli.quiet)
-                fprintf(stderr, "%llu added, %llu removed, %llu changed (revision %lld -> %lld)\n",
+                cli_log(CLI_LOG_INFO | CLI_LOG_PLAIN,
+                        CLI_FIELDS(CLI_U64("added", n.added), CLI_U64("removed", n.removed),
+                                   CLI_U64("changed", n.changed)),
+                        "%llu added, %llu removed, %llu changed (revision %lld -> %lld)",
                         (unsigned long long)n.added, (unsigned long long)n.removed,
                         (unsigned long long)n.changed,
                         (long long)kb_etcd_keyspace_info(a.ks)->revision,
@@ -343,6 +353,7 @@ int cmd_etcd(int argc, char **argv)
 
         if (argc < 2 || argv[1][0] == '-') {
                 if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+                        cli_report.help = 1;
                         fputs(help, stdout);
                         return KB_EXIT_OK;
                 }
@@ -351,7 +362,7 @@ int cmd_etcd(int argc, char **argv)
         sub = argv[1];
         argc--;
         argv++;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

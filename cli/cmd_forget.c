@@ -265,7 +265,7 @@ int cmd_forget(int argc, char **argv)
         if (!a.tags)
                 return KB_EXIT_ERROR;
         a.pol.tags = a.tags;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0) {
                         code = KB_EXIT_OK;

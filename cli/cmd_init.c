@@ -21,7 +21,7 @@ int cmd_init(int argc, char **argv)
         size_t len = 0;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

@@ -42,7 +42,7 @@ static int read_new_password(const char *path, char **pw, size_t *len)
                 return -ENOMEM;
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
-                fprintf(stderr, "%s: cannot read %s: %s\n", cli.prog, path, strerror(errno));
+                cli_log(CLI_LOG_ERROR, NULL, "cannot read %s: %s", path, strerror(errno));
                 free(buf);
                 return -1;
         }
@@ -52,7 +52,7 @@ static int read_new_password(const char *path, char **pw, size_t *len)
         while (n > 0 && n <= PASSWORD_MAX && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
                 n--;
         if (n == 0 || n > PASSWORD_MAX) {
-                fprintf(stderr, "%s: %s: the new password is %s\n", cli.prog, path,
+                cli_log(CLI_LOG_ERROR, NULL, "%s: the new password is %s", path,
                         n ? "too long" : "empty");
                 cli_password_free(buf, PASSWORD_MAX + 1);
                 return -1;
@@ -145,6 +145,7 @@ int cmd_key(int argc, char **argv)
         int c, r, code;
 
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+                cli_report.help = 1;
                 fputs(help, stdout);
                 return KB_EXIT_OK;
         }
@@ -153,7 +154,7 @@ int cmd_key(int argc, char **argv)
         sub = argv[1];
         argc--;
         argv++;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

@@ -187,7 +187,7 @@ int cli_etcd_restore_keys(int argc, char **argv)
 
         if (cli_keyrestore_init(&k, argc) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         goto done;

@@ -139,7 +139,7 @@ int cmd_prune(int argc, char **argv)
         struct kb_lock *lock;
         int c, r, dry_run = 0, code;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

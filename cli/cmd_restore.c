@@ -39,7 +39,7 @@ static int restore_volume(int argc, char **argv)
         char bytes[32], *end;
         int c, r, code;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;
@@ -82,6 +82,9 @@ static int restore_volume(int argc, char **argv)
         cli_close_locked(repo, lock);
         if (r < 0 && r != KB_EPARTIAL)
                 return cli_fail(&err, r);
+        cli_report_stat(CLI_STAT_FILES, res.files);
+        cli_report_stat(CLI_STAT_BYTES_READ, res.bytes);
+        cli_report_stat(CLI_STAT_ERRORS, res.errors);
         if (cli.json) {
                 printf("{\"files\":%llu,\"dirs\":%llu,\"bytes\":%llu,\"errors\":%llu,"
                        "\"duration_sec\":%.3f}\n",
@@ -95,7 +98,7 @@ static int restore_volume(int argc, char **argv)
                        res.duration_sec, target);
         }
         if (r == KB_EPARTIAL) {
-                fprintf(stderr, "%s: restore finished with %llu error(s)\n", cli.prog,
+                cli_log(CLI_LOG_WARN, NULL, "restore finished with %llu error(s)",
                         (unsigned long long)res.errors);
                 return KB_EXIT_PARTIAL;
         }
@@ -104,11 +107,16 @@ static int restore_volume(int argc, char **argv)
 
 int cmd_restore(int argc, char **argv)
 {
-        if (argc >= 2 && !strcmp(argv[1], "volume"))
+        if (argc >= 2 && !strcmp(argv[1], "volume")) {
+                cli_report.kind = "volume";
                 return restore_volume(argc - 1, argv + 1);
-        if (argc >= 2 && !strcmp(argv[1], "etcd"))
+        }
+        if (argc >= 2 && !strcmp(argv[1], "etcd")) {
+                cli_report.kind = "etcd";
                 return cli_etcd_restore(argc - 1, argv + 1);
+        }
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+                cli_report.help = 1;
                 fputs(help, stdout);
                 printf("\nor: kbackup restore etcd SNAPSHOT --output FILE (kbackup restore etcd "
                        "--help)\n"
@@ -117,8 +125,10 @@ int cmd_restore(int argc, char **argv)
                 return KB_EXIT_OK;
         }
         for (int i = 1; i < argc; i++)
-                if (!strncmp(argv[i], "--to-cluster", 12))
+                if (!strncmp(argv[i], "--to-cluster", 12)) {
+                        cli_report.kind = "cluster";
                         return cli_set_restore(argc, argv); /* a backup set (cmd_set.c) */
+                }
         return cli_usage("restore",
                          "what to restore? 'kbackup restore volume SNAPSHOT --target DIR', "
                          "'kbackup restore etcd SNAPSHOT --output FILE' or 'kbackup restore "

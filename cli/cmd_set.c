@@ -3,11 +3,9 @@
  * NAME` (the set's etcd keys into the profile's etcd, each volume into its mapped path). */
 #include <errno.h>
 #include <dirent.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,14 +17,17 @@
 static const char backup_help[] =
     "Usage: kbackup backup --cluster NAME [--tag KEY=VALUE]... [--config FILE] [--threads N]\n"
     "                      [--endpoints URLS --cacert F --cert F --key F --user U]\n"
+    "                      [--pre-hook CMD] [--post-hook CMD] [--hook-timeout D]\n"
     "\n"
     "Back up a cluster profile of the config file as one backup set: run its pre_hook (a\n"
     "failure aborts: nothing is recorded), take one etcd snapshot and every listed volume, each\n"
     "a snapshot carrying the set id, then run its post_hook (always, also after a failure;\n"
     "a failing post hook is reported and the exit code is 3). If a member cannot be backed up,\n"
     "the members already recorded are removed again: a set is complete or absent.\n"
-    "Hooks run as /bin/sh -c COMMAND with KBACKUP_CLUSTER, KBACKUP_SET_ID, KBACKUP_HOOK\n"
-    "(pre/post) and, for post, KBACKUP_SET_STATUS (ok/failed) in the environment.\n"
+    "--pre-hook, --post-hook and --hook-timeout replace the profile's pre_hook, post_hook and\n"
+    "hook_timeout. Hooks see the variables of docs/cli.md (KBACKUP_SOURCE is the profile name,\n"
+    "KBACKUP_SNAPSHOT_ID the set id) plus KBACKUP_CLUSTER, KBACKUP_SET_ID and, for post,\n"
+    "KBACKUP_SET_STATUS (ok/failed).\n"
     "\n"
     "Options:\n"
     "  --cluster NAME          the profile (clusters: NAME: in the config file)\n"
@@ -35,8 +36,8 @@ static const char backup_help[] =
     "  --tag KEY=VALUE         a tag on every snapshot of the set (repeatable)\n"
     "  --threads N             worker threads (default: all cores)\n"
     "  --endpoints, --cacert, --cert, --key, --user, --timeout\n"
-    "                          override the profile's etcd settings\n"
-    "\n"
+    "                          override the profile's etcd settings\n" CLI_HOOK_HELP
+        CLI_OBSERVE_HELP "\n"
     "The set id is the last line of standard output.\n";
 
 static const char restore_help[] =
@@ -87,10 +88,17 @@ static int load_profile(const char *path, const char *name, struct kb_config *cf
                 return cli_fail(&err, r);
         *cl = kb_config_cluster(cfg, name);
         if (!*cl) {
-                fprintf(stderr, "%s: %s: no cluster '%s' (clusters:", cli.prog, path, name);
-                for (size_t i = 0; i < cfg->n_clusters; i++)
-                        fprintf(stderr, " %s", cfg->clusters[i].name);
-                fprintf(stderr, ")\n");
+                char *names = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&names, &len);
+
+                for (size_t i = 0; f && i < cfg->n_clusters; i++)
+                        fprintf(f, " %s", cfg->clusters[i].name);
+                if (f)
+                        fclose(f);
+                cli_log(CLI_LOG_ERROR, NULL, "%s: no cluster '%s' (clusters:%s)", path, name,
+                        names ? names : "");
+                free(names);
                 kb_config_free(cfg);
                 return KB_EXIT_USAGE;
         }
@@ -125,67 +133,6 @@ static int profile_conn(struct cli_etcd_conn *ec, const struct kb_cluster *cl, c
                 for (size_t i = 0; i < cl->n_endpoints && i < CLI_ETCD_MAX_ENDPOINTS; i++)
                         ec->endpoints[ec->n_endpoints++] = cl->endpoints[i];
         return KB_EXIT_OK;
-}
-
-/* ---- hooks ---- */
-
-/* Run `cmd` with /bin/sh in its own process group, its output on our stderr (stdout is for the
- * set id). 0, or -1 with why in msg. */
-static int run_hook(const char *which, const char *cmd, unsigned timeout_sec,
-                    const struct kb_cluster *cl, const char *set_id, const char *status, char *msg,
-                    size_t mlen)
-{
-        struct timespec t0, now;
-        pid_t pid, w;
-        int st = 0;
-
-        fflush(stdout);
-        fflush(stderr);
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        pid = fork();
-        if (pid < 0) {
-                snprintf(msg, mlen, "%s hook: fork: %s", which, strerror(errno));
-                return -1;
-        }
-        if (pid == 0) {
-                setpgid(0, 0);
-                dup2(STDERR_FILENO, STDOUT_FILENO);
-                setenv("KBACKUP_CLUSTER", cl->name, 1);
-                setenv("KBACKUP_SET_ID", set_id, 1);
-                setenv("KBACKUP_HOOK", which, 1);
-                if (status)
-                        setenv("KBACKUP_SET_STATUS", status, 1);
-                execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-                _exit(127);
-        }
-        setpgid(pid, pid); /* also here: no race with the kill below */
-        for (;;) {
-                w = waitpid(pid, &st, WNOHANG);
-                if (w == pid)
-                        break;
-                if (w < 0 && errno != EINTR) {
-                        snprintf(msg, mlen, "%s hook: waitpid: %s", which, strerror(errno));
-                        return -1;
-                }
-                clock_gettime(CLOCK_MONOTONIC, &now);
-                if (now.tv_sec - t0.tv_sec >= (time_t)timeout_sec) {
-                        kill(-pid, SIGKILL); /* the hook's own process group */
-                        waitpid(pid, &st, 0);
-                        snprintf(msg, mlen, "%s hook timed out after %us and was killed: %s", which,
-                                 timeout_sec, cmd);
-                        return -1;
-                }
-                struct timespec d = {0, 20 * 1000 * 1000};
-                nanosleep(&d, NULL);
-        }
-        if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-                return 0;
-        if (WIFEXITED(st))
-                snprintf(msg, mlen, "%s hook failed (exit status %d): %s", which, WEXITSTATUS(st),
-                         cmd);
-        else
-                snprintf(msg, mlen, "%s hook killed by signal %d: %s", which, WTERMSIG(st), cmd);
-        return -1;
 }
 
 /* ---- backup --cluster ---- */
@@ -236,20 +183,123 @@ static void unrecord(struct kb_repo *repo, struct member *m, size_t n)
 
         for (size_t i = 0; i < n; i++) {
                 if (kb_repo_snapshot_remove(repo, m[i].id, &err) < 0)
-                        fprintf(stderr,
-                                "%s: warning: could not remove member %.8s of the failed "
-                                "set: %s\n",
-                                cli.prog, m[i].id, err.msg);
+                        cli_log(CLI_LOG_WARN, NULL,
+                                "could not remove member %.8s of the failed set: %s", m[i].id,
+                                err.msg);
                 else if (!cli.quiet)
-                        fprintf(stderr, "%s: removed member %.8s (%s) of the failed set\n",
-                                cli.prog, m[i].id, m[i].name);
+                        cli_log(CLI_LOG_INFO, CLI_FIELDS(CLI_STR("snapshot", m[i].id)),
+                                "removed member %.8s (%s) of the failed set", m[i].id, m[i].name);
         }
+}
+
+/* The settings every member's backup shares (set on the volume and the etcd option structs,
+ * which name them alike). */
+#define MEMBER_OPTS(o, s)                                                                          \
+        do {                                                                                       \
+                (o).tags = (s)->tags;                                                              \
+                (o).ntags = (s)->ntags;                                                            \
+                (o).threads = (s)->threads;                                                        \
+                (o).set_id = (s)->set_id;                                                          \
+                (o).cluster = (s)->cl->name;                                                       \
+                (o).progress = cli_progress;                                                       \
+                (o).warn = cli_warn;                                                               \
+        } while (0)
+
+/* What taking one set needs. */
+struct set_run {
+        const struct kb_cluster *cl;
+        struct cli_etcd_conn *ec;
+        const char *const *tags;
+        size_t ntags;
+        unsigned threads;
+        char set_id[KB_ID_HEX_LEN + 1];
+        struct member *m; /* room for the etcd snapshot and every volume */
+        size_t nm;
+        int partial;
+};
+
+static void report_member(const struct kb_volume_backup_result *v,
+                          const struct kb_etcd_backup_result *e)
+{
+        cli_report_add(CLI_STAT_BYTES_READ, v ? v->bytes_read : e->bytes_read);
+        cli_report_add(CLI_STAT_BYTES_NEW, v ? v->bytes_new : e->bytes_new);
+        cli_report_add(CLI_STAT_BYTES_STORED, v ? v->bytes_stored : e->bytes_stored);
+        cli_report_add(CLI_STAT_FILES, v ? v->files : 0);
+        cli_report_add(CLI_STAT_ERRORS, v ? v->errors : 0);
+}
+
+/* The etcd snapshot and every volume, under one lock; on a failure the members already
+ * recorded are removed again. KB_EXIT_OK (s->partial when some items failed) or an exit code. */
+static int take_set(struct set_run *s)
+{
+        const struct kb_cluster *cl = s->cl;
+        struct kb_repo *repo = NULL;
+        struct kb_lock *lock = NULL;
+        struct kb_err err = {0};
+        int r, code, failed = 0;
+
+        code = cli_open_locked(CLI_LOCK_SHARED, "backup --cluster", 0, &repo, &lock);
+        if (code != KB_EXIT_OK)
+                return code;
+        if (s->ec->n_endpoints) {
+                struct kb_etcd_backup_opts o = {0};
+                struct kb_etcd_backup_result res = {0};
+
+                o.endpoints = s->ec->endpoints;
+                o.n_endpoints = s->ec->n_endpoints;
+                o.conn = s->ec->conn;
+                MEMBER_OPTS(o, s);
+                r = kb_etcd_backup(repo, &o, &res, &err);
+                cli_progress_done();
+                if (r < 0) {
+                        cli_fail(&err, r);
+                        failed = 1;
+                } else {
+                        s->m[s->nm] = (struct member){.kind = "etcd", .name = "etcd"};
+                        memcpy(s->m[s->nm].id, res.snapshot_id, sizeof(s->m[s->nm].id));
+                        s->m[s->nm].path = cl->n_endpoints ? cl->endpoints[0] : o.endpoints[0];
+                        s->m[s->nm++].bytes = res.bytes_read;
+                        report_member(NULL, &res);
+                }
+        }
+        for (size_t i = 0; !failed && i < cl->n_volumes; i++) {
+                struct kb_volume_backup_opts o = {0};
+                struct kb_volume_backup_result res = {0};
+
+                o.name = cl->volumes[i].name;
+                MEMBER_OPTS(o, s);
+                r = kb_volume_backup(repo, cl->volumes[i].path, &o, &res, &err);
+                cli_progress_done();
+                if (r < 0 && r != KB_EPARTIAL) {
+                        kb_err_prefix(&err, "volume %s: ", cl->volumes[i].name);
+                        cli_fail(&err, r);
+                        failed = 1;
+                        break;
+                }
+                s->m[s->nm] = (struct member){.kind = "volume",
+                                              .name = cl->volumes[i].name,
+                                              .path = cl->volumes[i].path,
+                                              .partial = r == KB_EPARTIAL};
+                memcpy(s->m[s->nm].id, res.snapshot_id, sizeof(s->m[s->nm].id));
+                s->m[s->nm++].bytes = res.bytes_read;
+                s->partial |= r == KB_EPARTIAL;
+                report_member(&res, NULL);
+        }
+        if (failed) {
+                unrecord(repo, s->m, s->nm);
+                /* The members counted so far are gone again: no bytes to report. */
+                for (int st = CLI_STAT_BYTES_READ; st <= CLI_STAT_ERRORS; st++)
+                        cli_report.have &= ~(1u << st);
+        }
+        cli_close_locked(repo, lock);
+        return failed ? KB_EXIT_ERROR : KB_EXIT_OK;
 }
 
 int cli_set_backup(int argc, char **argv)
 {
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                              CLI_ETCD_CONN_OPTIONS,
+                                             CLI_HOOK_OPTIONS,
                                              {"cluster", required_argument, NULL, OPT_CLUSTER},
                                              {"config", required_argument, NULL, OPT_CONFIG},
                                              {"tag", required_argument, NULL, OPT_TAG},
@@ -257,27 +307,25 @@ int cli_set_backup(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
         struct cli_etcd_conn ec = {0};
         struct kb_config cfg = {0};
-        const struct kb_cluster *cl = NULL;
-        struct kb_repo *repo = NULL;
-        struct kb_lock *lock = NULL;
-        struct kb_err err = {0};
-        struct member *m = NULL;
+        struct cli_hooks hooks = {.kind = "cluster"};
+        struct set_run run = {.ec = &ec};
         const char *cluster = NULL, *config = NULL, **tags = NULL;
-        char set_id[KB_ID_HEX_LEN + 1], msg[600], *end;
-        size_t ntags = 0, nm = 0, i;
-        unsigned threads = 0;
-        int c, r, code = KB_EXIT_OK, failed = 0, partial = 0, post_failed = 0;
+        char env_cluster[300], env_set[100], env_status[40], *end;
+        size_t ntags = 0, i;
+        int c, r, code = KB_EXIT_OK;
 
         tags = calloc((size_t)argc + 1, sizeof(*tags));
         if (!tags)
                 return KB_EXIT_ERROR;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, backup_help);
                 if (r < 0)
                         goto out;
                 if (r > 0)
                         continue;
                 r = cli_etcd_conn_option(c, &ec, "backup");
+                if (r == 0)
+                        r = cli_hook_option(c, &hooks, "backup");
                 if (r == 1)
                         continue;
                 if (r > 1) {
@@ -300,8 +348,8 @@ int cli_set_backup(int argc, char **argv)
                         tags[ntags++] = optarg;
                         break;
                 case OPT_THREADS:
-                        threads = (unsigned)strtoul(optarg, &end, 10);
-                        if (*end || threads > 256) {
+                        run.threads = (unsigned)strtoul(optarg, &end, 10);
+                        if (*end || run.threads > 256) {
                                 code = cli_usage("backup", "--threads wants a number 1-256");
                                 goto out;
                         }
@@ -320,107 +368,57 @@ int cli_set_backup(int argc, char **argv)
                 code = cli_usage("backup", "unexpected argument '%s'", argv[optind]);
                 goto out;
         }
-        code = load_profile(config, cluster, &cfg, &cl);
+        hooks.source = cli_report.source = cluster;
+        code = load_profile(config, cluster, &cfg, &run.cl);
         if (code != KB_EXIT_OK)
                 goto out;
-        code = profile_conn(&ec, cl, "backup --cluster");
+        code = profile_conn(&ec, run.cl, "backup --cluster");
         if (code != KB_EXIT_OK)
                 goto out;
         {
-                const char **all = realloc(tags, (ntags + cl->n_tags + 1) * sizeof(*all));
+                const char **all = realloc(tags, (ntags + run.cl->n_tags + 1) * sizeof(*all));
 
                 if (!all) {
                         code = KB_EXIT_ERROR;
                         goto out;
                 }
                 tags = all;
-                for (i = 0; i < cl->n_tags; i++)
-                        tags[ntags++] = cl->tags[i];
+                for (i = 0; i < run.cl->n_tags; i++)
+                        tags[ntags++] = run.cl->tags[i];
         }
-        m = calloc(cl->n_volumes + 1, sizeof(*m));
-        if (!m) {
+        run.tags = tags;
+        run.ntags = ntags;
+        run.m = calloc(run.cl->n_volumes + 1, sizeof(*run.m));
+        if (!run.m) {
                 code = KB_EXIT_ERROR;
                 goto out;
         }
-        code = cli_open_locked(CLI_LOCK_SHARED, "backup --cluster", 0, &repo, &lock);
-        if (code != KB_EXIT_OK)
-                goto out;
-        kb_backupset_new_id(set_id);
-        if (cl->pre_hook && run_hook("pre", cl->pre_hook, cl->hook_timeout_sec, cl, set_id, NULL,
-                                     msg, sizeof(msg)) < 0) {
-                fprintf(stderr, "%s: %s: nothing backed up\n", cli.prog, msg);
-                failed = 1;
+        /* Command-line hooks replace the profile's; the profile's see the same environment. */
+        hooks.pre = hooks.pre ? hooks.pre : run.cl->pre_hook;
+        hooks.post = hooks.post ? hooks.post : run.cl->post_hook;
+        if (!hooks.timeout_ms)
+                hooks.timeout_ms = (uint64_t)run.cl->hook_timeout_sec * 1000;
+        kb_backupset_new_id(run.set_id);
+        snprintf(env_cluster, sizeof(env_cluster), "KBACKUP_CLUSTER=%s", run.cl->name);
+        snprintf(env_set, sizeof(env_set), "KBACKUP_SET_ID=%s", run.set_id);
+        hooks.extra_env[hooks.n_extra++] = env_cluster;
+        hooks.extra_env[hooks.n_extra++] = env_set;
+        code = cli_hook_pre(&hooks);
+        if (code == KB_EXIT_OK)
+                code = take_set(&run);
+        if (code == KB_EXIT_OK) {
+                snprintf(cli_report.snapshot, sizeof(cli_report.snapshot), "%s", run.set_id);
+                code = run.partial ? KB_EXIT_PARTIAL : KB_EXIT_OK;
         }
-        if (!failed && ec.n_endpoints) {
-                struct kb_etcd_backup_opts o = {0};
-                struct kb_etcd_backup_result res = {0};
-
-                o.endpoints = ec.endpoints;
-                o.n_endpoints = ec.n_endpoints;
-                o.conn = ec.conn;
-                o.tags = tags;
-                o.ntags = ntags;
-                o.threads = threads;
-                o.set_id = set_id;
-                o.cluster = cl->name;
-                o.progress = cli_progress;
-                o.warn = cli_warn;
-                r = kb_etcd_backup(repo, &o, &res, &err);
-                cli_progress_done();
-                if (r < 0) {
-                        cli_fail(&err, r);
-                        failed = 1;
-                } else {
-                        m[nm] = (struct member){.kind = "etcd", .name = "etcd", .path = ""};
-                        memcpy(m[nm].id, res.snapshot_id, sizeof(m[nm].id));
-                        m[nm].path = cl->n_endpoints ? cl->endpoints[0] : ec.endpoints[0];
-                        m[nm++].bytes = res.bytes_read;
-                }
-        }
-        for (i = 0; !failed && i < cl->n_volumes; i++) {
-                struct kb_volume_backup_opts o = {0};
-                struct kb_volume_backup_result res = {0};
-
-                o.name = cl->volumes[i].name;
-                o.tags = tags;
-                o.ntags = ntags;
-                o.threads = threads;
-                o.set_id = set_id;
-                o.cluster = cl->name;
-                o.progress = cli_progress;
-                o.warn = cli_warn;
-                r = kb_volume_backup(repo, cl->volumes[i].path, &o, &res, &err);
-                cli_progress_done();
-                if (r < 0 && r != KB_EPARTIAL) {
-                        kb_err_prefix(&err, "volume %s: ", cl->volumes[i].name);
-                        cli_fail(&err, r);
-                        failed = 1;
-                        break;
-                }
-                m[nm] = (struct member){.kind = "volume",
-                                        .name = cl->volumes[i].name,
-                                        .path = cl->volumes[i].path,
-                                        .partial = r == KB_EPARTIAL};
-                memcpy(m[nm].id, res.snapshot_id, sizeof(m[nm].id));
-                m[nm++].bytes = res.bytes_read;
-                partial |= r == KB_EPARTIAL;
-        }
-        if (failed)
-                unrecord(repo, m, nm);
-        if (cl->post_hook && run_hook("post", cl->post_hook, cl->hook_timeout_sec, cl, set_id,
-                                      failed ? "failed" : "ok", msg, sizeof(msg)) < 0) {
-                fprintf(stderr, "%s: %s\n", cli.prog, msg);
-                post_failed = 1;
-        }
-        cli_close_locked(repo, lock);
-        if (failed) {
-                code = KB_EXIT_ERROR;
-                goto out;
-        }
-        print_set(set_id, cl, m, nm, post_failed);
-        code = post_failed || partial ? KB_EXIT_PARTIAL : KB_EXIT_OK;
+        snprintf(env_status, sizeof(env_status), "KBACKUP_SET_STATUS=%s",
+                 code == KB_EXIT_OK || code == KB_EXIT_PARTIAL ? "ok" : "failed");
+        hooks.extra_env[hooks.n_extra++] = env_status;
+        r = code;
+        code = cli_hook_post(&hooks, code, cli_report.snapshot);
+        if (r == KB_EXIT_OK || r == KB_EXIT_PARTIAL)
+                print_set(run.set_id, run.cl, run.m, run.nm, hooks.post_failed);
 out:
-        free(m);
+        free(run.m);
         free(tags);
         cli_etcd_conn_free(&ec);
         kb_config_free(&cfg);
@@ -535,7 +533,7 @@ int cli_set_restore(int argc, char **argv)
 
         if (cli_keyrestore_init(&k, argc) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, restore_help);
                 if (r < 0)
                         goto out;

@@ -119,7 +119,7 @@ int cmd_snapshots(int argc, char **argv)
         struct kb_err err = {0};
         int c, r, code;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

@@ -81,7 +81,7 @@ int cmd_stats(int argc, char **argv)
         char which[128] = "all snapshots:";
         int c, r, code;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

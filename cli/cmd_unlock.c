@@ -36,7 +36,7 @@ int cmd_unlock(int argc, char **argv)
         size_t n = 0, removed = 0;
         int c, r, all = 0, dry_run = 0, code, stale_set = 0;
 
-        while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
                 r = cli_common_option(c, help);
                 if (r < 0)
                         return KB_EXIT_OK;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "crypto.h"
+#include "utf8.h"
 
 #define PASSWORD_MAX 4096
 
@@ -45,7 +46,26 @@ int cli_common_option(int c, const char *help)
         case OPT_RETENTION_MODE:
                 setenv("KBACKUP_S3_RETENTION_MODE", optarg, 1);
                 return 1;
+        case OPT_COMPRESSION: /* checked when the repository opens */
+                setenv("KBACKUP_COMPRESSION", optarg, 1);
+                return 1;
+        case OPT_LOG_FORMAT: /* checked by cli_early_options */
+                cli_log_format(optarg);
+                return 1;
+        case OPT_METRICS_FILE:
+                cli.metrics_file = optarg;
+                return 1;
+        case OPT_PUSHGATEWAY:
+                cli.pushgateway = optarg;
+                return 1;
+        case OPT_PUSH_JOB:
+                cli.push_job = optarg;
+                return 1;
+        case OPT_PUSH_INSTANCE:
+                cli.push_instance = optarg;
+                return 1;
         case 'h':
+                cli_report.help = 1;
                 fputs(help, stdout);
                 return -1;
         default:
@@ -53,10 +73,59 @@ int cli_common_option(int c, const char *help)
         }
 }
 
+int cli_getopt(int argc, char **argv, const struct option *opts)
+{
+        int c;
+
+        /* getopt's own message would be a line of plain text among the JSON ones. */
+        opterr = !cli_log_is_json();
+        c = getopt_long(argc, argv, "qh", opts, NULL);
+        if (c == '?' && !opterr && optind > 0 && optind <= argc)
+                cli_log(CLI_LOG_ERROR, NULL, "unrecognized option or missing argument: '%s'",
+                        argv[optind - 1]);
+        return c;
+}
+
+/* Which global option argv[i] is, and its value (the next argument, or after '='). */
+static const char *early_value(int argc, char **argv, int *i, const char *name)
+{
+        size_t n = strlen(name);
+
+        if (strncmp(argv[*i], name, n) != 0)
+                return NULL;
+        if (argv[*i][n] == '=')
+                return argv[*i] + n + 1;
+        if (argv[*i][n] || *i + 1 >= argc)
+                return NULL;
+        return argv[++*i];
+}
+
+int cli_early_options(int argc, char **argv)
+{
+        const char *env = getenv("KBACKUP_LOG_FORMAT"), *v;
+
+        if (env && *env && cli_log_format(env) < 0)
+                return cli_usage(NULL, "KBACKUP_LOG_FORMAT: '%s' is not text or json", env);
+        for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+                if ((v = early_value(argc, argv, &i, "--log-format"))) {
+                        if (cli_log_format(v) < 0)
+                                return cli_usage(NULL, "--log-format wants text or json, not '%s'",
+                                                 v);
+                } else if ((v = early_value(argc, argv, &i, "--metrics-file")))
+                        cli.metrics_file = v;
+                else if ((v = early_value(argc, argv, &i, "--pushgateway")))
+                        cli.pushgateway = v;
+                else if ((v = early_value(argc, argv, &i, "--pushgateway-job")))
+                        cli.push_job = v;
+                else if ((v = early_value(argc, argv, &i, "--pushgateway-instance")))
+                        cli.push_instance = v;
+        }
+        return KB_EXIT_OK;
+}
+
 int cli_fail(const struct kb_err *err, int rc)
 {
-        cli_progress_done();
-        fprintf(stderr, "%s: %s\n", cli.prog, err && err->msg[0] ? err->msg : kb_err_name(rc));
+        cli_log(CLI_LOG_ERROR, NULL, "%s", err && err->msg[0] ? err->msg : kb_err_name(rc));
         if (rc == KB_EPARTIAL)
                 return KB_EXIT_PARTIAL;
         if (rc == KB_EUSAGE)
@@ -66,13 +135,16 @@ int cli_fail(const struct kb_err *err, int rc)
 
 int cli_usage(const char *cmd, const char *fmt, ...)
 {
+        char hint[128];
         va_list ap;
 
-        fprintf(stderr, "%s: ", cli.prog);
+        snprintf(hint, sizeof(hint), "Try '%s %s%s--help'.", cli.prog, cmd ? cmd : "",
+                 cmd ? " " : "");
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        cli_vlog(CLI_LOG_ERROR, CLI_FIELDS(CLI_STR("hint", hint)), fmt, ap);
         va_end(ap);
-        fprintf(stderr, "\nTry '%s %s%s--help'.\n", cli.prog, cmd ? cmd : "", cmd ? " " : "");
+        if (!cli_log_is_json())
+                cli_log(CLI_LOG_INFO | CLI_LOG_PLAIN, NULL, "%s", hint);
         return KB_EXIT_USAGE;
 }
 
@@ -162,15 +234,43 @@ int cli_repo_location(const char **loc, struct kb_err *err)
         return 0;
 }
 
+/* --compression / $KBACKUP_COMPRESSION: "off", or a zstd level. */
+static int compression_level(int *level, struct kb_err *err)
+{
+        const char *s = getenv("KBACKUP_COMPRESSION");
+        char *end;
+        long v;
+
+        *level = KB_REPO_DEFAULT_ZSTD_LEVEL;
+        if (!s || !*s)
+                return 0;
+        if (!strcmp(s, "off")) {
+                *level = 0;
+                return 0;
+        }
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno || *end || end == s || v == 0 || v < KB_REPO_MIN_ZSTD_LEVEL ||
+            v > KB_REPO_MAX_ZSTD_LEVEL)
+                return kb_err_set(err, KB_EUSAGE,
+                                  "--compression '%s': give off, or a zstd level from %d to %d "
+                                  "other than 0",
+                                  s, KB_REPO_MIN_ZSTD_LEVEL, KB_REPO_MAX_ZSTD_LEVEL);
+        *level = (int)v;
+        return 0;
+}
+
 int cli_open_repo(int flags, struct kb_repo **out)
 {
         struct kb_err err = {0};
         const char *loc;
         char *pw = NULL;
         size_t len = 0;
-        int r;
+        int r, level;
 
         r = cli_repo_location(&loc, &err);
+        if (r == 0)
+                r = compression_level(&level, &err);
         if (r < 0)
                 return cli_fail(&err, r);
         r = cli_password(&pw, &len, &err);
@@ -180,6 +280,7 @@ int cli_open_repo(int flags, struct kb_repo **out)
         cli_password_free(pw, len);
         if (r < 0)
                 return cli_fail(&err, r);
+        kb_repo_set_compression(*out, level);
         return KB_EXIT_OK;
 }
 
@@ -215,6 +316,17 @@ void cli_progress(const struct kb_progress *p, void *arg)
         int n;
 
         (void)arg;
+        if (cli_log_is_json()) {
+                if (cli_progress_log_due())
+                        cli_log(CLI_LOG_INFO,
+                                CLI_FIELDS(CLI_U64("files", p->files_done),
+                                           CLI_U64("bytes", p->bytes_done),
+                                           CLI_U64("files_total", p->files_total),
+                                           CLI_U64("bytes_total", p->bytes_total),
+                                           CLI_STR("path", p->current)),
+                                "progress");
+                return;
+        }
         if (cli.quiet || cli.json || !isatty(STDOUT_FILENO))
                 return;
         t = now_sec();
@@ -246,35 +358,27 @@ void cli_progress_done(void)
         }
 }
 
+int cli_progress_log_due(void)
+{
+        static double last;
+        double t;
+
+        if (!cli_log_is_json() || cli.quiet)
+                return 0;
+        t = now_sec();
+        if (!last)
+                last = t; /* the first line after CLI_PROGRESS_LOG_SEC: short runs log none */
+        if (t - last < CLI_PROGRESS_LOG_SEC)
+                return 0;
+        last = t;
+        return 1;
+}
+
 void cli_warn(const char *msg, void *arg)
 {
         (void)arg;
-        cli_progress_done();
         cli_warnings++;
-        fprintf(stderr, "warning: %s\n", msg);
-}
-
-/* Length of a valid UTF-8 sequence at s (at most len bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t len)
-{
-        size_t n, i;
-        uint32_t cp;
-
-        if (s[0] < 0xc2 || s[0] > 0xf4)
-                return 0;
-        n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : 2;
-        if (n > len)
-                return 0;
-        cp = s[0] & (0x7f >> n);
-        for (i = 1; i < n; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = cp << 6 | (s[i] & 0x3f);
-        }
-        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-                return 0;
-        return n;
+        cli_log(CLI_LOG_WARN, NULL, "%s", msg);
 }
 
 /* JSON wants UTF-8; file names may be any bytes. A byte that is not part of valid UTF-8 is written
@@ -294,7 +398,7 @@ void cli_json_string(FILE *f, const char *s, size_t len)
                         fprintf(f, "\\u%04x", c);
                 else if (c < 0x80)
                         fputc(c, f);
-                else if ((n = utf8_len(u + i, len - i)) > 0) {
+                else if ((n = kb_utf8_seq_len(u + i, len - i)) > 0) {
                         fwrite(u + i, 1, n, f);
                         i += n - 1;
                 } else

@@ -62,8 +62,7 @@ int cli_lock_stale_ms(uint64_t *ms)
 static void lock_note(const char *msg, void *arg)
 {
         (void)arg;
-        cli_progress_done();
-        fprintf(stderr, "%s: %s\n", cli.prog, msg);
+        cli_log(CLI_LOG_INFO, NULL, "%s", msg);
 }
 
 int cli_open_locked(enum cli_lock_mode mode, const char *command, int no_index,
@@ -93,8 +92,8 @@ int cli_open_locked(enum cli_lock_mode mode, const char *command, int no_index,
         if (r < 0 && reader && (r == -EROFS || r == -EACCES || r == -EPERM)) {
                 /* A replica the backend did not recognise as read-only: reading needs no lock. */
                 if (!cli.quiet)
-                        fprintf(stderr, "%s: cannot write a lock (%s); reading without one\n",
-                                cli.prog, err.msg);
+                        cli_log(CLI_LOG_INFO, NULL, "cannot write a lock (%s); reading without one",
+                                err.msg);
                 kb_err_clear(&err);
                 r = 0;
         }
@@ -113,7 +112,10 @@ void cli_close_locked(struct kb_repo *repo, struct kb_lock *lock)
 {
         struct kb_err err = {0};
 
+        /* Every command that opened the repository passes here last: the state after the run,
+         * for the metrics (only listed when they are wanted). */
+        cli_report_repo(repo);
         if (kb_lock_release(lock, &err) < 0 && !cli.quiet)
-                fprintf(stderr, "%s: warning: %s\n", cli.prog, err.msg);
+                cli_log(CLI_LOG_WARN, NULL, "%s", err.msg);
         kb_repo_close(repo);
 }

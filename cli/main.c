@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -48,6 +49,19 @@ static const char usage[] =
     "                                (default $KBACKUP_LOCK_WAIT, else 10m)\n"
     "  --no-lock                     read without a lock, the repository opened read-only\n"
     "                                (restore, ls, check, stats)\n"
+    "  --compression LEVEL           zstd level of new data: 1 (default: fastest), up to 19\n"
+    "                                (smaller, slower), negative (faster), or off\n"
+    "                                ($KBACKUP_COMPRESSION; docs/performance.md)\n"
+    "  --log-format text|json        stderr as text (default) or one JSON object per line\n"
+    "                                (time, level, msg, fields); $KBACKUP_LOG_FORMAT\n"
+    "  --metrics-file FILE           after the command, write Prometheus metrics (textfile\n"
+    "                                collector format) into FILE, atomically\n"
+    "  --pushgateway URL             ... or push them to a Pushgateway, as\n"
+    "  --pushgateway-job NAME        job NAME (default kbackup) and\n"
+    "  --pushgateway-instance NAME   instance NAME (default: the host name)\n"
+    "\n"
+    "Backups also take --pre-hook CMD, --post-hook CMD and --hook-timeout DURATION\n"
+    "(kbackup backup volume --help). Metrics, hooks and log fields: docs/cli.md.\n"
     "\n"
     "SNAPSHOT is a full id, a unique prefix of one, or 'latest'.\n"
     "\n"
@@ -71,14 +85,35 @@ static const struct command commands[] = {
     {NULL, NULL},
 };
 
-int main(int argc, char **argv)
+static double now_sec(void)
 {
-        int i;
+        struct timespec ts;
 
-        /* Chunk and pack buffers are large and short-lived; glibc's adaptive mmap threshold would
-         * otherwise keep freed ones on the heap and peak RSS swings between 120 and 370 MB on the
-         * same backup (docs/performance.md). */
-        mallopt(M_MMAP_THRESHOLD, 128 << 10);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* "--name VALUE" of a global option that takes a value; argv[*i] advances past it. */
+static int global_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
+        size_t n = strlen(name);
+
+        if (strncmp(argv[*i], name, n) != 0)
+                return 0;
+        if (argv[*i][n] == '=') {
+                *value = argv[*i] + n + 1;
+                return 1;
+        }
+        if (argv[*i][n] || *i + 1 >= argc)
+                return 0;
+        *value = argv[++*i];
+        return 1;
+}
+
+static int run(int argc, char **argv)
+{
+        const char *ignored;
+        int i;
 
         /* Global options before the command: the same ones every command accepts. */
         for (i = 1; i < argc && argv[i][0] == '-'; i++) {
@@ -109,6 +144,14 @@ int main(int argc, char **argv)
                         setenv("KBACKUP_S3_RETENTION_DAYS", argv[++i], 1);
                 } else if (!strcmp(argv[i], "--retention-mode") && i + 1 < argc) {
                         setenv("KBACKUP_S3_RETENTION_MODE", argv[++i], 1);
+                } else if (!strcmp(argv[i], "--compression") && i + 1 < argc) {
+                        setenv("KBACKUP_COMPRESSION", argv[++i], 1);
+                } else if (global_value(argc, argv, &i, "--log-format", &ignored) ||
+                           global_value(argc, argv, &i, "--metrics-file", &ignored) ||
+                           global_value(argc, argv, &i, "--pushgateway", &ignored) ||
+                           global_value(argc, argv, &i, "--pushgateway-job", &ignored) ||
+                           global_value(argc, argv, &i, "--pushgateway-instance", &ignored)) {
+                        continue; /* taken by cli_early_options */
                 } else if (!strncmp(argv[i], "--repo=", 7)) {
                         cli.repo = argv[i] + 7;
                 } else if (!strncmp(argv[i], "--password-file=", 16)) {
@@ -118,11 +161,33 @@ int main(int argc, char **argv)
                 }
         }
         if (i >= argc) {
+                if (cli_log_is_json())
+                        return cli_usage(NULL, "no command given");
                 fputs(usage, stderr);
                 return KB_EXIT_USAGE;
         }
         for (const struct command *c = commands; c->name; c++)
-                if (!strcmp(argv[i], c->name))
+                if (!strcmp(argv[i], c->name)) {
+                        cli_report.command = c->name;
                         return c->run(argc - i, argv + i);
+                }
         return cli_usage(NULL, "unknown command '%s'", argv[i]);
+}
+
+int main(int argc, char **argv)
+{
+        double t0 = now_sec();
+        int code;
+
+        /* Chunk and pack buffers are large and short-lived; glibc's adaptive mmap threshold would
+         * otherwise keep freed ones on the heap and peak RSS swings between 120 and 370 MB on the
+         * same backup (docs/performance.md). */
+        mallopt(M_MMAP_THRESHOLD, 128 << 10);
+        code = cli_early_options(argc, argv);
+        if (code != KB_EXIT_OK)
+                return code;
+        code = run(argc, argv);
+        /* The one place every command passes: metrics and the json summary line. */
+        cli_report_finish(code, now_sec() - t0);
+        return code;
 }

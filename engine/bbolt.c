@@ -460,7 +460,7 @@ static int walk_keys(struct walk *w, uint64_t id, int depth)
         if (rc == 0 && p.flags == FLAG_LEAF)
                 rc = leaf_items(w, &p);
         for (unsigned i = 0; rc == 0 && p.flags == FLAG_BRANCH && i < p.count; i++) {
-                uint64_t child;
+                uint64_t child = 0;
 
                 rc = branch_child(w, &p, i, &child);
                 if (rc == 0)
@@ -522,7 +522,7 @@ static int walk_file_order(struct walk *w, uint64_t root)
                                 rc = leaf_items(w, &p);
                         for (unsigned i = 0; rc == 0 && p.flags == FLAG_BRANCH && i < p.count;
                              i++) {
-                                uint64_t child;
+                                uint64_t child = 0;
 
                                 rc = branch_child(w, &p, i, &child);
                                 if (rc == 0 && idvec_push(&next, child) < 0)

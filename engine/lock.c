@@ -305,9 +305,12 @@ static void describe(const struct kb_lock_info *i, char *out, size_t len)
 
         if (gmtime_r(&s, &tm))
                 strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        snprintf(out, len, "%s lock %.8s of %s (pid %lld on %s, since %s; %s)",
-                 i->exclusive ? "an exclusive" : "a shared", i->name,
-                 i->command[0] ? i->command : "?", (long long)i->pid, i->host, t, i->state);
+        /* A long host name may cut the message short; it is only a description. */
+        if (snprintf(out, len, "%s lock %.8s of %s (pid %lld on %s, since %s; %s)",
+                     i->exclusive ? "an exclusive" : "a shared", i->name,
+                     i->command[0] ? i->command : "?", (long long)i->pid, i->host, t,
+                     i->state) >= (int)len)
+                out[len - 1] = '\0';
 }
 
 /* One attempt: after our record is written, is any other record in the way? Fills `blocker`

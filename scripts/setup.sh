@@ -11,10 +11,12 @@ packages=(
         build-essential cmake pkg-config
         libsodium-dev libzstd-dev libprotobuf-c-dev protobuf-c-compiler
         libgrpc-dev protobuf-compiler libcurl4-openssl-dev libyaml-dev
-        libssl-dev libexpat1-dev
+        libssl-dev libexpat1-dev libjansson-dev
         # tests
         libcriterion-dev python3 attr acl e2fsprogs coreutils findutils procps
         etcd-server etcd-client
+        prometheus prometheus-pushgateway # promtool and a Pushgateway (test_observability)
+        python3-yaml curl jq # deploy/ checks (test_manifests) and the SnapMirror hook's tests
 )
 # The S3 test server runs on Node.js; a Node.js from elsewhere (NodeSource's bundles npm and
 # conflicts with Debian's npm package) is used as it is.

@@ -97,19 +97,22 @@ ops_restore_cmp() {
 }
 
 # ops_wait_for_lock REPO PID: wait (up to 30 s) until the repository holds a lock while PID
-# runs; returns 1 if PID ended first. On a directory repository it looks at locks/ directly,
-# every 10 ms, so that a test can stop or kill the holder soon after it took its lock.
+# runs; returns 1 if PID ended first. It looks at the lock objects directly, every 10 ms (in
+# locks/ of a directory repository, or in s3rver's own storage directory), so that a test can
+# stop or kill the holder soon after it took its lock: asking through the CLI took long enough
+# for a fast backup to finish in between.
 ops_wait_for_lock() {
-        local i
+        local i pattern
+        if ops_is_fs; then
+                pattern="$1/locks/[0-9a-f]*"
+        else
+                # s3rver keeps object KEY of BUCKET as $S3_DIR/data/BUCKET/KEY._S3rver_object
+                pattern="$S3_DIR/data/${1#"s3:$S3_ENDPOINT/"}/locks/[0-9a-f]*._S3rver_object"
+        fi
         for ((i = 0; i < 3000; i++)); do
                 kill -0 "$2" 2>/dev/null || return 1
-                if ops_is_fs; then
-                        compgen -G "$1/locks/[0-9a-f]*" >/dev/null && return 0
-                        sleep 0.01
-                else
-                        (($(ops_lock_count "$1") > 0)) && return 0
-                        sleep 0.1
-                fi
+                compgen -G "$pattern" >/dev/null && return 0
+                sleep 0.01
         done
         fail "no lock appeared in 30 s"
 }

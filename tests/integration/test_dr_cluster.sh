@@ -330,7 +330,7 @@ same "$KB_TMP/want" "$KB_TMP/dst" "TLS target"
 # ---- hooks and failures: nothing recorded ----
 n0=$(snapshot_count "$REPO")
 expect_exit 1 kb --repo "$REPO" backup --cluster bad-pre --config "$CONF"
-grep -q "pre hook failed (exit status 4)" "$KB_ERR" || fail "pre hook failure: $(cat "$KB_ERR")"
+grep -q "pre-hook failed: exit status 4" "$KB_ERR" || fail "pre hook failure: $(cat "$KB_ERR")"
 [[ -f $HOOKS/badpre && $(cat "$HOOKS/badpre-post") == failed ]] || fail "hooks around a failed pre hook"
 expect_exit 1 kb --repo "$REPO" backup --cluster slow-pre --config "$CONF"
 grep -q "timed out" "$KB_ERR" || fail "hook timeout: $(cat "$KB_ERR")"
@@ -338,7 +338,7 @@ expect_exit 1 kb --repo "$REPO" backup --cluster bad-volume --config "$CONF"
 grep -q "removed member" "$KB_ERR" || fail "a failed set kept its members: $(cat "$KB_ERR")"
 (($(snapshot_count "$REPO") == n0)) || fail "a failed set left snapshots behind"
 expect_exit 3 kb --repo "$REPO" backup --cluster bad-post --config "$CONF"
-grep -q "post hook failed (exit status 5)" "$KB_ERR" || fail "post hook failure: $(cat "$KB_ERR")"
+grep -q "post-hook failed: exit status 5" "$KB_ERR" || fail "post hook failure: $(cat "$KB_ERR")"
 (($(snapshot_count "$REPO") == n0 + 1)) || fail "a set with a failing post hook was not recorded"
 
 # ---- usage and config errors ----

@@ -164,6 +164,51 @@ Test(repo, blob_read_from_the_wrong_place_is_refused)
         kb_repo_close(r);
 }
 
+/* Compressible chunks shrink; incompressible ones are stored raw (the probe of their first 64 KiB
+ * gives up); level 0 stores everything raw. Each still loads back byte for byte. */
+Test(repo, compression_levels_and_incompressible_chunks)
+{
+        enum { SZ = 1 << 20 };
+        static uint8_t text[SZ], noise[SZ];
+        struct kb_save_result res;
+        struct kb_buf out = KB_BUF_INIT;
+        uint8_t id[KB_ID_LEN];
+        struct kb_repo *r;
+        struct kb_err e = {0};
+
+        for (size_t i = 0; i < SZ; i++)
+                text[i] = "kbackup compresses repeated words "[i % 34];
+        randombytes_buf(noise, SZ);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        r = open_ok();
+        kb_repo_blob_id(r, text, SZ, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, text, SZ, &res, &e), 0);
+        cr_assert(res.added && res.stored_bytes < SZ / 20, "%llu",
+                  (unsigned long long)res.stored_bytes);
+        kb_repo_blob_id(r, noise, SZ, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, noise, SZ, &res, &e), 0);
+        cr_assert_eq(res.stored_bytes, SZ + 1 + KB_SEAL_OVERHEAD);
+        /* Noise after a compressible start is still compressed as a whole (the probe passes). */
+        memcpy(noise, text, 128 << 10);
+        kb_repo_blob_id(r, noise, SZ, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, noise, SZ, &res, &e), 0);
+        cr_assert_lt(res.stored_bytes, SZ - (100 << 10));
+        kb_repo_set_compression(r, 0);
+        text[0] ^= 1;
+        kb_repo_blob_id(r, text, SZ, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, text, SZ, &res, &e), 0);
+        cr_assert_eq(res.stored_bytes, SZ + 1 + KB_SEAL_OVERHEAD);
+        cr_assert_eq(kb_repo_flush(r, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_blob_load(r, id, &out, &e), 0, "%s", e.msg);
+        cr_assert(out.len == SZ && memcmp(out.data, text, SZ) == 0);
+        kb_buf_reset(&out);
+        kb_repo_blob_id(r, noise, SZ, id);
+        cr_assert_eq(kb_repo_blob_load(r, id, &out, &e), 0, "%s", e.msg);
+        cr_assert(out.len == SZ && memcmp(out.data, noise, SZ) == 0);
+        kb_buf_free(&out);
+        kb_repo_close(r);
+}
+
 static int first_pack(const char *name, uint64_t size, void *arg)
 {
         (void)size;
