@@ -155,8 +155,8 @@ int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *nam
                        struct kb_buf *out, struct kb_err *err);
 
 /* zstd level for new blobs (default KB_REPO_DEFAULT_ZSTD_LEVEL): 1-19, negative for zstd's
- * faster levels, 0 for none. Whatever the level, a chunk whose first 64 KiB do not shrink by 3%
- * is stored raw without compressing the rest (docs/performance.md). */
+ * faster levels, 0 for none. A chunk that compression does not shrink is stored raw; above level
+ * 3, one whose first 64 KiB do not shrink by 3% is not compressed further (docs/performance.md). */
 #define KB_REPO_DEFAULT_ZSTD_LEVEL 1
 #define KB_REPO_MAX_ZSTD_LEVEL     19
 #define KB_REPO_MIN_ZSTD_LEVEL     (-7)
