@@ -167,7 +167,10 @@ static int backup_volume(int argc, char **argv)
                 code = cli_usage("backup", "backup volume wants exactly one PATH");
                 goto out;
         }
-        hooks.source = cli_report.source = argv[optind];
+        hooks.source = argv[optind];
+        /* The metrics' source label: the volume's --name when given, since a PV's mount path
+         * changes with every new pod (its uid) and would leave stale series behind. */
+        cli_report.source = o.name ? o.name : argv[optind];
         o.tags = tags;
         o.progress = cli_progress;
         o.warn = cli_warn;

@@ -116,6 +116,14 @@ check_metrics "$KB_TMP/m2.json" "$KB_TMP/second.json" "$L" "
 last_ok=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))[sys.argv[2]]))' \
         "$KB_TMP/m2.json" "kbackup_last_success_timestamp_seconds{$L}")
 
+# With --name, the name is the source label (a PV's mount path changes with every pod).
+kb_init "$KB_TMP/repo-named"
+expect_exit 0 kb --repo "$KB_TMP/repo-named" backup volume "$SRC" --name ns/obs-pvc --json \
+        --metrics-file "$KB_TMP/named.prom"
+metrics_json "$KB_TMP/named.prom" >"$KB_TMP/named.json"
+check_metrics "$KB_TMP/named.json" "$KB_OUT" "command=backup,kind=volume,source=ns/obs-pvc" "
+        m['files'] == s['files'] == 31; m['last_run_success'] == 1"
+
 # ---- a failed run keeps the last success; another command shares the file ----
 sleep 1 # a new run timestamp
 printf 'wrong password\n' >"$KB_TMP/wrong"
