@@ -276,6 +276,30 @@ int cli_hook_pre(struct cli_hooks *h);
  * the backup succeeded but the hook failed, else `code`. */
 int cli_hook_post(struct cli_hooks *h, int code, const char *snapshot);
 
+/* The options the backup commands share (backup_opts.c): the common ones, the hooks, the etcd
+ * connection (when `ec` is given), --tag and --threads. */
+enum { OPT_BACKUP_TAG = 1970, OPT_BACKUP_THREADS };
+#define CLI_BACKUP_OPTIONS                                                                         \
+        {"tag", required_argument, NULL, OPT_BACKUP_TAG},                                          \
+        {                                                                                          \
+                "threads", required_argument, NULL, OPT_BACKUP_THREADS                             \
+        }
+struct cli_backup_args {
+        const char **tags; /* --tag KEY=VALUE, in order */
+        size_t ntags;
+        unsigned threads; /* --threads; 0: all cores */
+        const char *help;
+        struct cli_hooks *hooks;
+        struct cli_etcd_conn *ec;
+};
+/* -1 when out of memory. */
+int cli_backup_args_init(struct cli_backup_args *b, int argc, const char *help,
+                         struct cli_hooks *hooks, struct cli_etcd_conn *ec);
+void cli_backup_args_free(struct cli_backup_args *b);
+/* In a getopt loop: 1 when c was one of these options, 0 when not, -1 when the command must
+ * return *code now (after --help: KB_EXIT_OK; or a usage error). */
+int cli_backup_option(int c, struct cli_backup_args *b, int *code);
+
 /* Commands. */
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -25,7 +25,7 @@ static const char help[] =
     "  --force                 read every file (no parent snapshot)\n" CLI_HOOK_HELP
         CLI_OBSERVE_HELP;
 
-enum { OPT_NAME = OPT_FIRST_COMMAND, OPT_TAG, OPT_THREADS, OPT_FORCE };
+enum { OPT_NAME = OPT_FIRST_COMMAND, OPT_FORCE };
 
 static void print_summary(const struct kb_volume_backup_result *res)
 {
@@ -110,50 +110,26 @@ static int backup_volume(int argc, char **argv)
 {
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                              CLI_HOOK_OPTIONS,
+                                             CLI_BACKUP_OPTIONS,
                                              {"name", required_argument, NULL, OPT_NAME},
-                                             {"tag", required_argument, NULL, OPT_TAG},
-                                             {"threads", required_argument, NULL, OPT_THREADS},
                                              {"force", no_argument, NULL, OPT_FORCE},
                                              {NULL, 0, NULL, 0}};
         struct kb_volume_backup_opts o = {0};
         struct cli_hooks hooks = {.kind = "volume"};
-        const char **tags = calloc((size_t)argc, sizeof(*tags));
-        char *end;
+        struct cli_backup_args b;
         int c, r, code = KB_EXIT_OK, written = 0;
 
-        if (!tags)
+        if (cli_backup_args_init(&b, argc, help, &hooks, NULL) < 0)
                 return KB_EXIT_ERROR;
         while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
+                r = cli_backup_option(c, &b, &code);
                 if (r < 0)
                         goto out;
                 if (r > 0)
                         continue;
-                r = cli_hook_option(c, &hooks, "backup");
-                if (r == 1)
-                        continue;
-                if (r > 1) {
-                        code = r;
-                        goto out;
-                }
                 switch (c) {
                 case OPT_NAME:
                         o.name = optarg;
-                        break;
-                case OPT_TAG:
-                        if (!strchr(optarg, '=') || optarg[0] == '=') {
-                                code =
-                                    cli_usage("backup", "--tag wants KEY=VALUE, not '%s'", optarg);
-                                goto out;
-                        }
-                        tags[o.ntags++] = optarg;
-                        break;
-                case OPT_THREADS:
-                        o.threads = (unsigned)strtoul(optarg, &end, 10);
-                        if (*end || o.threads > 256) {
-                                code = cli_usage("backup", "--threads wants a number 1-256");
-                                goto out;
-                        }
                         break;
                 case OPT_FORCE:
                         o.no_parent = 1;
@@ -171,7 +147,9 @@ static int backup_volume(int argc, char **argv)
         /* The metrics' source label: the volume's --name when given, since a PV's mount path
          * changes with every new pod (its uid) and would leave stale series behind. */
         cli_report.source = o.name ? o.name : argv[optind];
-        o.tags = tags;
+        o.tags = b.tags;
+        o.ntags = b.ntags;
+        o.threads = b.threads;
         o.progress = cli_progress;
         o.warn = cli_warn;
         code = cli_hook_pre(&hooks);
@@ -179,7 +157,7 @@ static int backup_volume(int argc, char **argv)
                 code = run_volume(argv[optind], &o, &written);
         code = cli_hook_post(&hooks, code, written ? cli_report.snapshot : NULL);
 out:
-        free(tags);
+        cli_backup_args_free(&b);
         return code;
 }
 

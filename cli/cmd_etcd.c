@@ -43,8 +43,6 @@ static const char restore_help[] =
 
 enum {
         OPT_NAME = OPT_FIRST_COMMAND,
-        OPT_TAG,
-        OPT_THREADS,
         OPT_OUTPUT,
 };
 
@@ -117,51 +115,26 @@ int cli_etcd_backup(int argc, char **argv)
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                              CLI_ETCD_CONN_OPTIONS,
                                              CLI_HOOK_OPTIONS,
+                                             CLI_BACKUP_OPTIONS,
                                              {"name", required_argument, NULL, OPT_NAME},
-                                             {"tag", required_argument, NULL, OPT_TAG},
-                                             {"threads", required_argument, NULL, OPT_THREADS},
                                              {NULL, 0, NULL, 0}};
         struct kb_etcd_backup_opts o = {0};
         struct cli_hooks hooks = {.kind = "etcd"};
         struct cli_etcd_conn ec = {0};
-        const char **tags = calloc((size_t)argc, sizeof(*tags));
-        char *end;
+        struct cli_backup_args b;
         int c, r, code = KB_EXIT_OK, written = 0;
 
-        if (!tags)
+        if (cli_backup_args_init(&b, argc, backup_help, &hooks, &ec) < 0)
                 return KB_EXIT_ERROR;
         while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, backup_help);
+                r = cli_backup_option(c, &b, &code);
                 if (r < 0)
                         goto done;
                 if (r > 0)
                         continue;
-                r = cli_etcd_conn_option(c, &ec, "backup");
-                if (r == 0)
-                        r = cli_hook_option(c, &hooks, "backup");
-                if (r == 1)
-                        continue;
-                if (r > 1) {
-                        code = r;
-                        goto done;
-                }
                 switch (c) {
                 case OPT_NAME:
                         o.name = optarg;
-                        break;
-                case OPT_TAG:
-                        if (!strchr(optarg, '=') || optarg[0] == '=') {
-                                code = cli_usage("backup", "--tag wants KEY=VALUE");
-                                goto done;
-                        }
-                        tags[o.ntags++] = optarg;
-                        break;
-                case OPT_THREADS:
-                        o.threads = (unsigned)strtoul(optarg, &end, 10);
-                        if (*end || o.threads > 256) {
-                                code = cli_usage("backup", "--threads wants a number 1-256");
-                                goto done;
-                        }
                         break;
                 default:
                         code = cli_usage("backup", "bad option");
@@ -185,7 +158,9 @@ int cli_etcd_backup(int argc, char **argv)
         o.endpoints = ec.endpoints;
         o.n_endpoints = ec.n_endpoints;
         o.conn = ec.conn;
-        o.tags = tags;
+        o.tags = b.tags;
+        o.ntags = b.ntags;
+        o.threads = b.threads;
         o.progress = cli_progress;
         o.warn = cli_warn;
         code = cli_hook_pre(&hooks);
@@ -194,7 +169,7 @@ int cli_etcd_backup(int argc, char **argv)
         code = cli_hook_post(&hooks, code, written ? cli_report.snapshot : NULL);
 done:
         cli_etcd_conn_free(&ec);
-        free(tags);
+        cli_backup_args_free(&b);
         return code;
 }
 

@@ -67,7 +67,6 @@ enum {
         OPT_TO_CLUSTER,
         OPT_FROM_CLUSTER,
         OPT_CONFIG,
-        OPT_TAG,
         OPT_THREADS,
 };
 
@@ -300,38 +299,28 @@ int cli_set_backup(int argc, char **argv)
         static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                              CLI_ETCD_CONN_OPTIONS,
                                              CLI_HOOK_OPTIONS,
+                                             CLI_BACKUP_OPTIONS,
                                              {"cluster", required_argument, NULL, OPT_CLUSTER},
                                              {"config", required_argument, NULL, OPT_CONFIG},
-                                             {"tag", required_argument, NULL, OPT_TAG},
-                                             {"threads", required_argument, NULL, OPT_THREADS},
                                              {NULL, 0, NULL, 0}};
         struct cli_etcd_conn ec = {0};
         struct kb_config cfg = {0};
         struct cli_hooks hooks = {.kind = "cluster"};
         struct set_run run = {.ec = &ec};
-        const char *cluster = NULL, *config = NULL, **tags = NULL;
-        char env_cluster[300], env_set[100], env_status[40], *end;
-        size_t ntags = 0, i;
+        struct cli_backup_args b;
+        const char *cluster = NULL, *config = NULL;
+        char env_cluster[300], env_set[100], env_status[40];
+        size_t i;
         int c, r, code = KB_EXIT_OK;
 
-        tags = calloc((size_t)argc + 1, sizeof(*tags));
-        if (!tags)
+        if (cli_backup_args_init(&b, argc, backup_help, &hooks, &ec) < 0)
                 return KB_EXIT_ERROR;
         while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, backup_help);
+                r = cli_backup_option(c, &b, &code);
                 if (r < 0)
                         goto out;
                 if (r > 0)
                         continue;
-                r = cli_etcd_conn_option(c, &ec, "backup");
-                if (r == 0)
-                        r = cli_hook_option(c, &hooks, "backup");
-                if (r == 1)
-                        continue;
-                if (r > 1) {
-                        code = r;
-                        goto out;
-                }
                 switch (c) {
                 case OPT_CLUSTER:
                         cluster = optarg;
@@ -339,26 +328,12 @@ int cli_set_backup(int argc, char **argv)
                 case OPT_CONFIG:
                         config = optarg;
                         break;
-                case OPT_TAG:
-                        if (!strchr(optarg, '=') || optarg[0] == '=') {
-                                code =
-                                    cli_usage("backup", "--tag wants KEY=VALUE, not '%s'", optarg);
-                                goto out;
-                        }
-                        tags[ntags++] = optarg;
-                        break;
-                case OPT_THREADS:
-                        run.threads = (unsigned)strtoul(optarg, &end, 10);
-                        if (*end || run.threads > 256) {
-                                code = cli_usage("backup", "--threads wants a number 1-256");
-                                goto out;
-                        }
-                        break;
                 default:
                         code = cli_usage("backup", "bad option");
                         goto out;
                 }
         }
+        run.threads = b.threads;
         if (!cluster) {
                 code = cli_usage("backup", "what to back up? 'backup --cluster NAME', 'backup "
                                            "volume PATH' or 'backup etcd --endpoints URLS'");
@@ -376,18 +351,18 @@ int cli_set_backup(int argc, char **argv)
         if (code != KB_EXIT_OK)
                 goto out;
         {
-                const char **all = realloc(tags, (ntags + run.cl->n_tags + 1) * sizeof(*all));
+                const char **all = realloc(b.tags, (b.ntags + run.cl->n_tags + 1) * sizeof(*all));
 
                 if (!all) {
                         code = KB_EXIT_ERROR;
                         goto out;
                 }
-                tags = all;
+                b.tags = all;
                 for (i = 0; i < run.cl->n_tags; i++)
-                        tags[ntags++] = run.cl->tags[i];
+                        b.tags[b.ntags++] = run.cl->tags[i];
         }
-        run.tags = tags;
-        run.ntags = ntags;
+        run.tags = b.tags;
+        run.ntags = b.ntags;
         run.m = calloc(run.cl->n_volumes + 1, sizeof(*run.m));
         if (!run.m) {
                 code = KB_EXIT_ERROR;
@@ -419,7 +394,7 @@ int cli_set_backup(int argc, char **argv)
                 print_set(run.set_id, run.cl, run.m, run.nm, hooks.post_failed);
 out:
         free(run.m);
-        free(tags);
+        cli_backup_args_free(&b);
         cli_etcd_conn_free(&ec);
         kb_config_free(&cfg);
         return code;
