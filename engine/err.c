@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void err_vset(struct kb_err *err, int code, const char *fmt, va_list ap)
@@ -88,4 +89,16 @@ const char *kb_err_name(int code)
         default:
                 return code < 0 && code > -4096 ? strerrorname_np(-code) : "unknown";
         }
+}
+
+void kb_warn_fmt(void (*warn)(const char *msg, void *arg), void *arg, const char *fmt, va_list ap)
+{
+        char *msg = NULL;
+
+        if (!warn)
+                return;
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        warn(msg ? msg : "(out of memory formatting a warning)", arg);
+        free(msg);
 }

@@ -6,6 +6,7 @@
 #ifndef KB_ERR_H
 #define KB_ERR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 /* Project codes live far above any errno value. */
@@ -39,6 +40,12 @@ int kb_err_sys(struct kb_err *err, int code, const char *fmt, ...)
 int kb_err_prefix(struct kb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 void kb_err_clear(struct kb_err *err);
+
+/* Format a warning and hand it to `warn(msg, arg)` (nothing when warn is NULL). Problems with
+ * single items (a file that cannot be read, a damaged chunk) travel this way while the work goes
+ * on; the callback's owner decides how to print them. */
+void kb_warn_fmt(void (*warn)(const char *msg, void *arg), void *arg, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* A short name for a code, for logs and tests. */
 const char *kb_err_name(int code);

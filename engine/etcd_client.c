@@ -318,6 +318,31 @@ void kb_etcd_token_md_unref(grpc_metadata *md, size_t n)
                 grpc_slice_unref(md->value);
 }
 
+void kb_etcd_open_ops(grpc_op ops[KB_ETCD_OPEN_OPS], grpc_metadata *md, size_t nmd,
+                      grpc_byte_buffer *out, grpc_metadata_array *init_md)
+{
+        memset(ops, 0, KB_ETCD_OPEN_OPS * sizeof(*ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].data.send_initial_metadata.count = nmd;
+        ops[0].data.send_initial_metadata.metadata = nmd ? md : NULL;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = out;
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[3].data.recv_initial_metadata.recv_initial_metadata = init_md;
+}
+
+void kb_etcd_status_op(grpc_op *op, grpc_metadata_array *trail_md, struct kb_etcd_rst *st,
+                       grpc_slice *details, const char **debug)
+{
+        memset(op, 0, sizeof(*op));
+        op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        op->data.recv_status_on_client.trailing_metadata = trail_md;
+        op->data.recv_status_on_client.status = &st->code;
+        op->data.recv_status_on_client.status_details = details;
+        op->data.recv_status_on_client.error_string = debug;
+}
+
 /* One unary call. Returns 0 with *resp set, or -EIO with st filled (or a local error). */
 static int unary_once(struct kb_etcd *c, const char *method, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, int ms,
@@ -342,22 +367,11 @@ static int unary_once(struct kb_etcd *c, const char *method, const ProtobufCMess
         kb_etcd_token_md(c, &md, &nmd, with_token);
         grpc_metadata_array_init(&init_md);
         grpc_metadata_array_init(&trail_md);
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[0].data.send_initial_metadata.count = nmd;
-        ops[0].data.send_initial_metadata.metadata = nmd ? &md : NULL;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = out;
-        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+        kb_etcd_open_ops(ops, &md, nmd, out, &init_md);
+        memset(&ops[4], 0, sizeof(ops[4]));
         ops[4].op = GRPC_OP_RECV_MESSAGE;
         ops[4].data.recv_message.recv_message = &in;
-        ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-        ops[5].data.recv_status_on_client.status = &st->code;
-        ops[5].data.recv_status_on_client.status_details = &details;
-        ops[5].data.recv_status_on_client.error_string = &debug;
+        kb_etcd_status_op(&ops[5], &trail_md, st, &details, &debug);
         if (grpc_call_start_batch(call, ops, 6, (void *)(uintptr_t)KB_T_UNARY, NULL) !=
             GRPC_CALL_OK) {
                 st->code = GRPC_STATUS_INTERNAL;

@@ -67,6 +67,15 @@ void kb_etcd_token_md_unref(grpc_metadata *md, size_t n);
 int kb_etcd_token_expired(const struct kb_etcd_rst *st);
 int kb_etcd_authenticate(struct kb_etcd *c, enum kb_etcd_phase ph, struct kb_err *err);
 
+/* The opening ops of a call: send the initial metadata (md: nmd = 0 or 1 entries) and the
+ * request `out`, close the sending side, receive the initial metadata into init_md. */
+#define KB_ETCD_OPEN_OPS 4
+void kb_etcd_open_ops(grpc_op ops[KB_ETCD_OPEN_OPS], grpc_metadata *md, size_t nmd,
+                      grpc_byte_buffer *out, grpc_metadata_array *init_md);
+/* The op that receives the final status into st->code, details and debug. */
+void kb_etcd_status_op(grpc_op *op, grpc_metadata_array *trail_md, struct kb_etcd_rst *st,
+                       grpc_slice *details, const char **debug);
+
 /* Turn a failed call into one line in err, and a code (see etcd_client.h). */
 int kb_etcd_map_error(struct kb_etcd *c, enum kb_etcd_phase ph, const char *method,
                       const struct kb_etcd_rst *st, struct kb_err *err);

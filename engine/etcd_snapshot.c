@@ -19,7 +19,7 @@ static int snapshot_once(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, int
         grpc_slice details = grpc_empty_slice();
         const char *debug = NULL;
         struct kb_etcd_pend p = {0, 0};
-        grpc_op ops[4], st_op, msg_op;
+        grpc_op ops[KB_ETCD_OPEN_OPS], st_op, msg_op;
         grpc_call *call;
         int rc = 0, have_status = 0;
 
@@ -33,21 +33,8 @@ static int snapshot_once(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, int
         kb_etcd_token_md(c, &md, &nmd, 1);
         grpc_metadata_array_init(&init_md);
         grpc_metadata_array_init(&trail_md);
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[0].data.send_initial_metadata.count = nmd;
-        ops[0].data.send_initial_metadata.metadata = nmd ? &md : NULL;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = out;
-        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-        memset(&st_op, 0, sizeof(st_op));
-        st_op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        st_op.data.recv_status_on_client.trailing_metadata = &trail_md;
-        st_op.data.recv_status_on_client.status = &st->code;
-        st_op.data.recv_status_on_client.status_details = &details;
-        st_op.data.recv_status_on_client.error_string = &debug;
+        kb_etcd_open_ops(ops, &md, nmd, out, &init_md);
+        kb_etcd_status_op(&st_op, &trail_md, st, &details, &debug);
         if (grpc_call_start_batch(call, ops, 4, (void *)(uintptr_t)KB_T_START, NULL) !=
             GRPC_CALL_OK)
                 goto start_failed;

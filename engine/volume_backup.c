@@ -39,18 +39,14 @@
 void kb_vb_warn(struct bctx *c, int counted, const char *fmt, ...)
 {
         va_list ap;
-        char *msg = NULL;
 
         if (counted)
                 c->errors++;
-        if (!c->o || !c->o->warn)
+        if (!c->o)
                 return;
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        kb_warn_fmt(c->o->warn, c->o->cb_arg, fmt, ap);
         va_end(ap);
-        c->o->warn(msg ? msg : "(out of memory formatting a warning)", c->o->cb_arg);
-        free(msg);
 }
 
 const char *kb_vb_path(const struct bctx *c)

@@ -78,18 +78,14 @@ static void warnf(struct rctx *c, int counted, const char *fmt, ...)
 static void warnf(struct rctx *c, int counted, const char *fmt, ...)
 {
         va_list ap;
-        char *msg = NULL;
 
         if (counted)
                 c->errors++;
-        if (!c->o || !c->o->warn)
+        if (!c->o)
                 return;
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        kb_warn_fmt(c->o->warn, c->o->cb_arg, fmt, ap);
         va_end(ap);
-        c->o->warn(msg ? msg : "(out of memory formatting a warning)", c->o->cb_arg);
-        free(msg);
 }
 
 /* The pool's warnings arrive here, on this thread. */
