@@ -28,28 +28,8 @@ ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
 export ETCDCTL_API=3
 
-die() {
-        echo "etcd_server.sh: $*" >&2
-        exit 1
-}
-
-# alive PID: running, and not a zombie waiting for a (possibly slow) reaper.
-alive() {
-        local st
-        st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-        [[ -n $st && $st != Z ]]
-}
-
-# kill_wait PID: the data is thrown away, so no graceful shutdown (it takes ~1 s); only ever
-# the pid recorded by this script.
-kill_wait() {
-        local pid=$1 i
-        kill -9 "$pid" 2>/dev/null || return 0
-        for ((i = 0; i < 50; i++)); do
-                alive "$pid" || return 0
-                sleep 0.1
-        done
-}
+# shellcheck source=tests/tools/proc_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/proc_lib.sh"
 
 stop_dir() {
         local dir=$1

@@ -23,26 +23,8 @@ S3RVER_HOME=${S3RVER_HOME:-$KB_SOURCE_DIR/.deps/s3rver}
 NODE=${NODE:-node}
 EMPTY_SHA=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
-die() {
-        echo "s3_server.sh: $*" >&2
-        exit 1
-}
-
-alive() {
-        local st
-        st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-        [[ -n $st && $st != Z ]]
-}
-
-# Only ever the pid this script recorded.
-kill_wait() {
-        local pid=$1 i
-        kill -9 "$pid" 2>/dev/null || return 0
-        for ((i = 0; i < 50; i++)); do
-                alive "$pid" || return 0
-                sleep 0.1
-        done
-}
+# shellcheck source=tests/tools/proc_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/proc_lib.sh"
 
 free_port() {
         python3 -c 'import socket
