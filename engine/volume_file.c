@@ -422,11 +422,10 @@ int kb_vb_remember_links(struct bctx *c, const struct stat *st, const Kbackup__N
  * ctime catches content rewritten with a restored mtime; the inode catches a replaced file. */
 static int unchanged(struct bctx *c, const Kbackup__Node *p, const struct stat *st)
 {
-        if (!p || p->type != KBACKUP__NODE_TYPE__NODE_FILE || p->link_group ||
-            p->size != (uint64_t)st->st_size || p->mtime_sec != st->st_mtim.tv_sec ||
-            p->mtime_nsec != (uint32_t)st->st_mtim.tv_nsec || p->ctime_sec != st->st_ctim.tv_sec ||
-            p->ctime_nsec != (uint32_t)st->st_ctim.tv_nsec || p->inode != (uint64_t)st->st_ino ||
-            (p->size && !p->n_content && !p->sparse))
+        if (!p || p->type != KBACKUP__NODE_TYPE__NODE_FILE || p->size != (uint64_t)st->st_size ||
+            p->mtime_sec != st->st_mtim.tv_sec || p->mtime_nsec != (uint32_t)st->st_mtim.tv_nsec ||
+            p->ctime_sec != st->st_ctim.tv_sec || p->ctime_nsec != (uint32_t)st->st_ctim.tv_nsec ||
+            p->inode != (uint64_t)st->st_ino || (p->size && !p->n_content && !p->sparse))
                 return 0;
         for (size_t i = 0; i < p->n_content; i++)
                 if (p->content[i].len != KB_ID_LEN ||
@@ -502,11 +501,18 @@ int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct 
         int fd, sparse, shrank, rc;
 
         /* Unchanged since the parent snapshot: not even opened. ctime moves with every change of
-         * content, xattrs, mode or owner, so the parent's node is still true of it. */
-        if (lst->st_nlink == 1 && unchanged(c, prev, lst)) {
+         * content, xattrs, mode or owner, so the parent's node is still true of it. The first
+         * member of a hardlink group seen is remembered as when it is read, for the others. */
+        if (unchanged(c, prev, lst)) {
                 kb_fsmeta_from_stat(n, lst);
                 if (reuse(a, prev, n) < 0)
                         return kb_err_set(c->err, -ENOMEM, "out of memory");
+                if (lst->st_nlink > 1) {
+                        int rc = kb_vb_remember_links(c, lst, n, &n->link_group);
+
+                        if (rc < 0)
+                                return rc;
+                }
                 c->files++;
                 c->files_unchanged++;
                 c->bytes_unchanged += n->size;

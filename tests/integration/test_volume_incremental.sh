@@ -17,6 +17,8 @@ head -c $((3 * 1024 * 1024)) /dev/urandom >"$SRC/c/big"
 setfattr -n user.kept -v "value one" "$SRC/a/f2"
 setfattr -n user.empty "$SRC/a/f3"
 setfattr -n user.changes -v before "$SRC/a/f4"
+# Hardlinked files are skipped too when unchanged, and still restore as links.
+ln "$SRC/a/f5" "$SRC/c/f5-link"
 kb_init "$REPO"
 
 json_field() { # FIELD: from the last --json line of the last command
@@ -31,6 +33,7 @@ first=$(json_field snapshot)
 expect_exit 0 kb --repo "$REPO" backup volume "$SRC" --name ns/pvc --json
 [[ $(json_field parent) == "$first" ]] || fail "parent is not the first snapshot"
 [[ $(json_field files_unchanged) == 51 ]] || fail "expected 51 unchanged files, got $(json_field files_unchanged)"
+[[ $(json_field files) == 52 ]] || fail "expected 52 files, got $(json_field files)"
 [[ $(json_field bytes_new) -lt 100000 ]] || fail "unchanged backup stored $(json_field bytes_new) new bytes"
 
 # Rewrite a file in place with the same size, then put its mtime back: only ctime tells.
@@ -58,4 +61,6 @@ treecmp --ignore-atime "$SRC" "$OUT/r"
 [[ $(getfattr --only-values -n user.kept "$OUT/r/a/f2") == "value one" ]] || fail "unchanged file lost its xattr"
 [[ $(getfattr --only-values -n user.changes "$OUT/r/a/f4") == after ]] || fail "changed xattr not backed up"
 getfattr -n user.empty "$OUT/r/a/f3" >/dev/null || fail "unchanged file lost its empty xattr"
+[[ $(stat -c %i "$OUT/r/a/f5") == $(stat -c %i "$OUT/r/c/f5-link") ]] || fail "the hardlink was not restored as a link"
+cmp "$SRC/a/f5" "$OUT/r/c/f5-link" || fail "hardlinked content differs"
 pass
