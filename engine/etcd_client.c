@@ -15,6 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
@@ -491,6 +496,35 @@ static int parse_endpoint(struct kb_etcd *c, const char *ep, const struct kb_etc
         return 0;
 }
 
+/* gRPC reports a client certificate and key that do not belong together only as a failed
+ * connection, which reads like an unreachable server: check the pair before connecting. */
+static int check_key_pair(const char *cert_pem, const char *key_pem, const struct kb_etcd_opts *o,
+                          struct kb_err *err)
+{
+        BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1);
+        X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+        EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+        int rc = 0;
+
+        if (!x)
+                rc = kb_err_set(err, -EINVAL, "client certificate %s: not a PEM certificate",
+                                o->cert);
+        else if (!k)
+                rc =
+                    kb_err_set(err, -EINVAL,
+                               "client key %s: not a PEM private key (or it is encrypted)", o->key);
+        else if (X509_check_private_key(x, k) != 1)
+                rc = kb_err_set(err, -EINVAL,
+                                "client certificate %s and key %s do not belong together", o->cert,
+                                o->key);
+        ERR_clear_error();
+        X509_free(x);
+        EVP_PKEY_free(k);
+        BIO_free(cb);
+        BIO_free(kb);
+        return rc;
+}
+
 static int make_creds(struct kb_etcd *c, const struct kb_etcd_opts *o,
                       grpc_channel_credentials **out, struct kb_err *err)
 {
@@ -512,7 +546,8 @@ static int make_creds(struct kb_etcd *c, const struct kb_etcd_opts *o,
                                   "a client certificate needs both the cert and the key file");
         if ((o->cacert && (rc = read_pem("CA file", o->cacert, &ca, err))) ||
             (o->cert && (rc = read_pem("client certificate", o->cert, &cert, err))) ||
-            (o->key && (rc = read_pem("client key", o->key, &key, err))))
+            (o->key && (rc = read_pem("client key", o->key, &key, err))) ||
+            (cert && (rc = check_key_pair(cert, key, o, err))))
                 goto out;
         c->has_ca = !!ca;
         c->has_cert = !!cert;

@@ -53,6 +53,12 @@ printf '%s\n' "${MSG[wrong-ca]}" | grep -Eiq 'certificate|CA' ||
         fail "wrong CA: the error does not mention the certificate or CA: ${MSG[wrong-ca]}"
 expect_etcd_fail missing-client-cert 'client cert|--cert' 'unreachable' \
         --endpoints "$EP" --cacert "$CA"
+# A certificate with another client's key: said so, not taken for an unreachable server.
+openssl genrsa -out "$KB_TMP/other.key" 2048 2>/dev/null
+expect_etcd_fail key-mismatch 'do not belong together' 'unreachable' \
+        --endpoints "$EP" --cacert "$CA" --cert "$CERT" --key "$KB_TMP/other.key"
+expect_etcd_fail key-not-pem 'not a PEM private key' 'unreachable' \
+        --endpoints "$EP" --cacert "$CA" --cert "$CERT" --key "$CA"
 expect_etcd_fail unreachable 'unreachable' 'TLS|certificate' \
         --endpoints "https://127.0.0.1:$dead" --cacert "$CA" --cert "$CERT" --key "$KEY"
 
