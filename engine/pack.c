@@ -611,44 +611,69 @@ out:
         return rc;
 }
 
-int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
-                      struct kb_err *err)
+int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_blob_loc *loc,
+                        struct kb_err *err)
 {
         const struct kb_index_entry *found;
-        struct kb_index_entry e;
-        struct kb_buf sealed = KB_BUF_INIT;
         uint8_t pack_id[KB_ID_LEN];
         static const uint8_t zero[KB_ID_LEN];
-        char bid[17], pid[KB_ID_HEX_LEN + 1];
-        int rc;
+        char bid[17];
 
-        short_hex(id, bid);
         pthread_mutex_lock(&r->lock);
         found = kb_index_lookup(r->index, id);
         if (found) {
-                e = *found;
-                memcpy(pack_id, kb_index_pack_id(r->index, e.pack), KB_ID_LEN);
+                loc->e = *found;
+                memcpy(pack_id, kb_index_pack_id(r->index, found->pack), KB_ID_LEN);
         }
         pthread_mutex_unlock(&r->lock);
+        short_hex(id, bid);
         if (!found)
                 return kb_err_set(err, KB_ENOTFOUND, "chunk %s is not in the index", bid);
         if (memcmp(pack_id, zero, KB_ID_LEN) == 0)
                 return kb_err_set(err, -EAGAIN, "chunk %s is not written yet", bid);
-        if (e.raw_length > KB_BLOB_MAX)
+        if (loc->e.raw_length > KB_BLOB_MAX)
                 return kb_err_set(err, KB_ECORRUPT, "chunk %s: index entry is invalid", bid);
-        kb_hex_encode(pack_id, KB_ID_LEN, pid);
+        kb_hex_encode(pack_id, KB_ID_LEN, loc->pack);
+        return 0;
+}
 
-        rc = kb_backend_get(r->be, KB_OBJ_PACK, pid, e.offset, e.length, &sealed, err);
-        if (rc < 0) {
-                kb_err_prefix(err, "chunk %s: ", bid);
-                goto out;
-        }
-        rc = kb_repo_blob_decode(r, id, sealed.data, sealed.len, e.raw_length, 0, out, err);
+int kb_repo_blob_open(struct kb_repo *r, const struct kb_blob_loc *loc, const void *sealed,
+                      struct kb_buf *out, struct kb_err *err)
+{
+        int rc = kb_repo_blob_decode(r, loc->e.id, sealed, loc->e.length, loc->e.raw_length, 0, out,
+                                     err);
+
         if (rc < 0)
-                kb_err_prefix(err, "pack %.16s: ", pid);
-out:
+                kb_err_prefix(err, "pack %.16s: ", loc->pack);
+        return rc;
+}
+
+int kb_repo_blob_fetch(struct kb_repo *r, const struct kb_blob_loc *loc, struct kb_buf *out,
+                       struct kb_err *err)
+{
+        struct kb_buf sealed = KB_BUF_INIT;
+        char bid[17];
+        int rc;
+
+        rc = kb_backend_get(r->be, KB_OBJ_PACK, loc->pack, loc->e.offset, loc->e.length, &sealed,
+                            err);
+        if (rc < 0) {
+                short_hex(loc->e.id, bid);
+                kb_err_prefix(err, "chunk %s: ", bid);
+        } else {
+                rc = kb_repo_blob_open(r, loc, sealed.data, out, err);
+        }
         kb_buf_free(&sealed);
         return rc;
+}
+
+int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
+                      struct kb_err *err)
+{
+        struct kb_blob_loc loc;
+        int rc = kb_repo_blob_locate(r, id, &loc, err);
+
+        return rc < 0 ? rc : kb_repo_blob_fetch(r, &loc, out, err);
 }
 
 /* ---- loading index files ---- */

@@ -105,6 +105,21 @@ int kb_repo_blob_decode(struct kb_repo *r, const uint8_t id[KB_ID_LEN], const vo
                         struct kb_err *err);
 void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 
+/* Where the index places a blob (its entry) and its pack's name. KB_ENOTFOUND when the blob is
+ * not in the index, -EAGAIN while its pack is being written, KB_ECORRUPT for an invalid entry. */
+struct kb_blob_loc {
+        struct kb_index_entry e;
+        char pack[KB_ID_HEX_LEN + 1];
+};
+int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_blob_loc *loc,
+                        struct kb_err *err);
+/* Decode a located blob's stored bytes (e.length of them at `sealed`) as kb_repo_blob_load does. */
+int kb_repo_blob_open(struct kb_repo *r, const struct kb_blob_loc *loc, const void *sealed,
+                      struct kb_buf *out, struct kb_err *err);
+/* Read a located blob alone (one ranged read of its pack) and decode it. */
+int kb_repo_blob_fetch(struct kb_repo *r, const struct kb_blob_loc *loc, struct kb_buf *out,
+                       struct kb_err *err);
+
 /* pack_header.c: the blob list at the end of pack `name` of `size` bytes (and the sealed header's
  * length). KB_ECORRUPT with the reason when it is damaged; free with
  * kbackup__pack_header__free_unpacked. */

@@ -3,7 +3,10 @@
  * A file's chunk list is cut into jobs of consecutive chunks (JOB_BYTES of plaintext, known from
  * the index without reading anything); a job knows where in the file its first chunk goes, so jobs
  * run in any order and one large file keeps every worker busy. Jobs are queued in walk order, and
- * the saver stored chunks in that order, so workers read the packs roughly front to back.
+ * the saver stored chunks in that order, so workers read the packs roughly front to back. Chunks
+ * are announced to a pack reader (pack_reader.h) as their jobs are queued and read through it,
+ * so a run of queued chunks that sit back to back in a pack (the chunks of one large file, or
+ * of many small files) comes in one ranged read instead of one per chunk.
  *
  * Problems of one file (a damaged chunk, a write error, a node whose chunks do not fit its size)
  * are collected in the file's state and only the one at the lowest offset is reported, by whoever
@@ -27,6 +30,7 @@
 
 #include "crypto.h"
 #include "fsmeta.h"
+#include "pack_reader.h"
 
 #define POOL_MAX_THREADS 64
 #define JOB_BYTES        (8u << 20)
@@ -34,6 +38,13 @@
 #define DEFAULT_FILES    256
 #define TICK_NSEC        250000000L
 #define NO_PROBLEM       UINT64_MAX
+/* Pack reads: windows of READ_WINDOW bytes, two more than the workers (a worker holds at most
+ * one at a time, so one is free to read into), at most READ_WINDOWS_MAX (past 14 workers one that
+ * finds none free reads its chunk alone). The cache thus holds at most READ_WINDOWS_MAX x
+ * READ_WINDOW = 64 MiB, 16 MiB with 2 workers; a chunk larger than a window is read alone, as
+ * before. */
+#define READ_WINDOW      (4u << 20)
+#define READ_WINDOWS_MAX 16
 
 /* Where the next content byte goes: extent `ei`, `epos` bytes into it. */
 struct cursor {
@@ -77,6 +88,7 @@ struct kb_restore_group {
 
 struct kb_restore_pool {
         struct kb_restore_pool_cfg cfg;
+        struct kb_pack_reader *reader;
         pthread_t threads[POOL_MAX_THREADS];
         unsigned nthreads;
         size_t max_files;
@@ -365,8 +377,10 @@ static void run_job(struct job *j, struct kb_buf *buf)
         struct rfile *f = j->f;
         struct kb_restore_pool *p = f->p;
         struct cursor c = j->at;
+        size_t i;
 
-        for (size_t i = j->first; i < j->end; i++) {
+        for (i = j->first; i < j->end; i++) {
+                const uint8_t *id = f->n->content[i].data;
                 struct kb_err e = {0};
                 uint64_t at;
                 int rc;
@@ -375,21 +389,28 @@ static void run_job(struct job *j, struct kb_buf *buf)
                 at = cursor_at(f, &c);
                 /* Past a problem nothing is kept, and after a fatal error nothing matters. */
                 if (atomic_load(&p->rc) || at >= atomic_load(&f->bad_at))
-                        return;
+                        break;
                 kb_buf_reset(buf);
-                rc = kb_repo_blob_load(p->cfg.repo, f->n->content[i].data, buf, &e);
+                rc = kb_pack_reader_load(p->reader, id, buf, &e);
                 if (rc == -ENOMEM) {
                         fatal_nomem(p);
-                        return;
+                        i++;
+                        break;
                 }
                 if (rc < 0) {
                         file_problem(f, at, "%s: damaged data at offset %llu: %s", f->path,
                                      (unsigned long long)at, e.msg);
-                        return;
+                        i++;
+                        break;
                 }
-                if (write_chunk(f, &c, buf->data, buf->len) < 0)
-                        return;
+                if (write_chunk(f, &c, buf->data, buf->len) < 0) {
+                        i++;
+                        break;
+                }
         }
+        /* The chunks left unread must not draw later reads over them. */
+        for (; i < j->end; i++)
+                kb_pack_reader_unwant(p->reader, f->n->content[i].data);
 }
 
 static void group_put(struct kb_restore_group *g)
@@ -519,6 +540,7 @@ int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore
         struct kb_restore_pool *p = calloc(1, sizeof(*p));
         pthread_condattr_t ca;
         unsigned threads = cfg->threads;
+        int rc;
 
         if (!p)
                 return kb_err_set(err, -ENOMEM, "out of memory");
@@ -531,6 +553,13 @@ int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore
                 threads = POOL_MAX_THREADS;
         p->cfg = *cfg;
         p->max_files = files_budget(cfg->max_files);
+        rc = kb_pack_reader_new(cfg->repo,
+                                threads + 2 < READ_WINDOWS_MAX ? threads + 2 : READ_WINDOWS_MAX,
+                                READ_WINDOW, &p->reader, err);
+        if (rc < 0) {
+                free(p);
+                return rc;
+        }
         p->warn_tail = &p->warn_head;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->work, NULL);
@@ -599,6 +628,7 @@ int kb_restore_pool_free(struct kb_restore_pool *p, struct kb_err *err)
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->work);
         pthread_cond_destroy(&p->done);
+        kb_pack_reader_free(p->reader);
         free(p);
         return rc;
 }
@@ -667,6 +697,7 @@ static void split_jobs(struct rfile *f)
 
         for (i = 0; i < n->n_content; i++) {
                 const uint8_t *id = n->content[i].data;
+                struct kb_err e = {0};
                 uint32_t len;
                 uint64_t at;
 
@@ -677,17 +708,13 @@ static void split_jobs(struct rfile *f)
                                      f->path, (unsigned long long)at);
                         break;
                 }
-                if (kb_repo_blob_size(p->cfg.repo, id, &len) < 0) {
-                        char bid[17];
-
-                        kb_hex_encode(id, 8, bid);
-                        file_problem(f, at,
-                                     "%s: damaged data at offset %llu: chunk %s is not in the "
-                                     "index",
-                                     f->path, (unsigned long long)at, bid);
+                if (kb_pack_reader_want(p->reader, id, &len, &e) < 0) {
+                        file_problem(f, at, "%s: damaged data at offset %llu: %s", f->path,
+                                     (unsigned long long)at, e.msg);
                         break;
                 }
                 if (c.ei >= f->next) {
+                        kb_pack_reader_unwant(p->reader, id);
                         file_problem(f, at, "%s: damaged metadata: content longer than the file",
                                      f->path);
                         break;

@@ -20,10 +20,10 @@
  * file, never a directory, so a directory's metadata and times need not wait for its files; only
  * its tree, which holds the nodes the workers read, is kept until they are done.
  *
- * Every chunk is verified as it is read (kb_repo_blob_load); the first damaged chunk of a file is
- * reported with the file and offset, and the restore moves on to the next file. A damaged file
- * keeps the bytes before the damage and does not get its size and times restored, so tools that
- * compare size and mtime see it differ from the original. */
+ * Every chunk is verified as it is read (pack_reader.c, which fetches neighbouring chunks in one
+ * range); the first damaged chunk of a file is reported with the file and offset, and the restore
+ * moves on to the next file. A damaged file keeps the bytes before the damage and does not get its
+ * size and times restored, so tools that compare size and mtime see it differ from the original. */
 #include "volume.h"
 
 #include <dirent.h>
