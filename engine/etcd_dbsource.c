@@ -1,13 +1,21 @@
 /* etcd_dbsource.c - a stored etcd snapshot's database as a random-access bbolt source, read
  * straight from the repository's chunks (nothing is written to disk). Chunk offsets come from the
  * index's plaintext lengths, so opening reads no chunk; a small LRU cache of decrypted chunks
- * serves page reads, which the key-space scan issues in nearly sequential order. */
+ * serves page reads, which the key-space scan issues in nearly sequential order. Chunks come
+ * through a pack reader with every chunk announced, so a miss reads the chunks after it in the
+ * same range (one GET instead of one per 16 KiB chunk on S3). */
 #include "etcd.h"
 #include "etcd_keyspace.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "pack_reader.h"
+
+/* Read-ahead: windows of a pack, each read with one request. */
+#define READ_WINDOWS 4
+#define READ_WINDOW  (2u << 20)
 
 /* Chunks average 16 KiB (kb_etcd_chunker_params), at most 128 KiB: 64 of them hold a few levels
  * of branch pages plus the leaves being read, in at most 8 MiB. */
@@ -21,6 +29,7 @@ struct slot {
 
 struct chunk_src {
         struct kb_repo *repo;
+        struct kb_pack_reader *reader;
         size_t n;
         uint8_t (*ids)[KB_ID_LEN];
         uint64_t *start; /* n + 1 offsets: chunk i holds [start[i], start[i+1]) */
@@ -34,6 +43,7 @@ static void chunk_close(void *arg)
 
         for (int i = 0; i < CACHE_SLOTS; i++)
                 kb_buf_free(&c->slot[i].buf);
+        kb_pack_reader_free(c->reader);
         free(c->ids);
         free(c->start);
         free(c);
@@ -56,7 +66,7 @@ static int chunk_get(struct chunk_src *c, size_t i, struct slot **out, struct kb
                         victim = s;
         }
         kb_buf_reset(&victim->buf);
-        rc = kb_repo_blob_load(c->repo, c->ids[i], &victim->buf, err);
+        rc = kb_pack_reader_load(c->reader, c->ids[i], &victim->buf, err);
         if (rc == 0 && victim->buf.len != c->start[i + 1] - c->start[i])
                 rc = kb_err_set(err, KB_ECORRUPT, "etcd snapshot chunk %zu has the wrong size", i);
         if (rc < 0) {
@@ -148,6 +158,12 @@ int kb_etcd_snapshot_db_open(struct kb_repo *repo, const Kbackup__Snapshot *snap
                                 (unsigned long long)c->start[c->n], (unsigned long long)node->size);
                 goto fail;
         }
+        rc = kb_pack_reader_new(repo, READ_WINDOWS, READ_WINDOW, &c->reader, err);
+        if (rc < 0)
+                goto fail;
+        /* A chunk read again after the cache dropped it is no longer announced: read alone. */
+        for (size_t i = 0; i < c->n; i++)
+                kb_pack_reader_want(c->reader, c->ids[i], NULL, NULL);
         /* The database without the sha256 trailer (verified when the snapshot was taken; every
          * chunk is authenticated as it is read). */
         src.size = node->size - KB_ETCD_TRAILER_LEN;
