@@ -9,12 +9,17 @@ source "$(dirname "$0")/lib.sh"
 
 SRC=$KB_TMP/src
 mkdir -p "$SRC"
+# Text of random words from a fixed vocabulary: compressible like prose (about 3:1 at level 1),
+# with room for a high level to do clearly better (repetitive text left too little to gain, and
+# each repository's own chunk boundaries moved the sizes by more than the levels did).
 python3 - "$SRC" <<'PY'
-import os, sys
-words = b"persistent volume claim etcd snapshot restore kubernetes cluster "
-with open(os.path.join(sys.argv[1], "text"), "wb") as f:
-    for i in range(60000):
-        f.write(words[i % 7:] + str(i).encode() + b"\n")
+import os, random, sys
+rng = random.Random(7)
+vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11)))
+         for _ in range(3000)]
+with open(os.path.join(sys.argv[1], "text"), "w") as f:
+    for line in range(40000):
+        f.write(" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 14))) + "\n")
 with open(os.path.join(sys.argv[1], "noise"), "wb") as f:
     f.write(os.urandom(3 << 20))
 PY
@@ -53,10 +58,11 @@ text_default=$(stored "$TEXT")
 text_high=$(stored "$TEXT" --compression 19)
 note "stored: default $default, off $off, 19 $high, env off $env_off (text $text, noise $noise); text alone: default $text_default, 19 $text_high"
 # Text shrinks several times at the default level; noise is stored raw (plus sealing overhead).
-((default < noise + text / 3)) || fail "default level did not compress the text ($default)"
+((default < noise + text / 2)) || fail "default level did not compress the text ($default)"
 ((off >= noise + text)) || fail "--compression off still compressed ($off)"
 ((env_off >= noise + text)) || fail "KBACKUP_COMPRESSION=off still compressed ($env_off)"
-((text_high < text_default)) || fail "level 19 stored no less than level 1 ($text_high >= $text_default)"
+((text_high < text_default * 95 / 100)) ||
+        fail "level 19 did not store clearly less than level 1 ($text_high vs $text_default)"
 ((high < off)) || fail "level 19 did not compress ($high)"
 ((default >= noise)) || fail "incompressible data shrank?"
 
