@@ -16,6 +16,7 @@ packages=(
         libcriterion-dev python3 attr acl e2fsprogs coreutils findutils procps
         etcd-server etcd-client
         prometheus prometheus-pushgateway # promtool and a Pushgateway (test_observability)
+        openssl clang libclang-rt-14-dev  # test certificates; the bbolt fuzzer (libFuzzer)
         python3-yaml curl jq # deploy/ checks (test_manifests) and the SnapMirror hook's tests
 )
 # The S3 test server runs on Node.js; a Node.js from elsewhere (NodeSource's bundles npm and
@@ -24,6 +25,8 @@ command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 # Any aws CLI will do for the interop tests.
 command -v aws >/dev/null 2>&1 || packages+=(awscli)
+# Any kubectl renders the manifests with its built-in kustomize (Debian's is 1.20; it will do).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 packages+=("$@")
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 

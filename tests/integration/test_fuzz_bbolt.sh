@@ -12,16 +12,11 @@ source "$(dirname "$0")/lib.sh"
 
 SECONDS_TO_FUZZ=${KB_FUZZ_SECONDS:-30}
 
-if ! command -v clang >/dev/null 2>&1; then
-        echo "SKIP $KB_TEST_NAME: clang not found (the fuzzer needs clang's libFuzzer)"
-        exit 0
-fi
+command -v clang >/dev/null 2>&1 || fail "clang not found (the fuzzer needs clang's libFuzzer; scripts/setup.sh)"
 echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }' \
         >"$KB_TMP/probe.c"
-if ! clang -fsanitize=fuzzer "$KB_TMP/probe.c" -o "$KB_TMP/probe" >/dev/null 2>&1; then
-        echo "SKIP $KB_TEST_NAME: clang cannot build libFuzzer targets (-fsanitize=fuzzer)"
-        exit 0
-fi
+clang -fsanitize=fuzzer "$KB_TMP/probe.c" -o "$KB_TMP/probe" >/dev/null 2>&1 ||
+        fail "clang cannot build libFuzzer targets (-fsanitize=fuzzer; libclang-rt-14-dev)"
 
 # Seeds: real snapshots.
 etcd_start --name fuzzseed

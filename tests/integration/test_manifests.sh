@@ -27,7 +27,8 @@ $(cat "$KB_OUT")"
 note "$(tail -n 1 "$KB_OUT")"
 
 # ---- as kustomize renders them (kubectl's built-in kustomize; no cluster needed) ----
-if command -v kubectl >/dev/null; then
+command -v kubectl >/dev/null || fail "kubectl not installed (Debian package kubernetes-client; scripts/setup.sh)"
+{
         RENDER=$KB_TMP/rendered
         mkdir -p "$RENDER/kubernetes"
         cp -a "$DEPLOY/monitoring" "$RENDER/monitoring"
@@ -45,9 +46,7 @@ if command -v kubectl >/dev/null; then
         check "$RENDER"
         ((KB_RC == 0)) || fail "the kustomize output has problems:
 $(cat "$KB_OUT")"
-else
-        note "no kubectl: the kustomize rendering is not checked"
-fi
+}
 
 # ---- alert rules: promtool's syntax check and the rule unit tests ----
 command -v promtool >/dev/null || fail "promtool not found (Debian package prometheus; scripts/setup.sh)"
