@@ -148,6 +148,9 @@ void cli_report_repo(struct kb_repo *repo);
 /* After the command: metrics file, Pushgateway, the json summary line. */
 void cli_report_finish(int code, double duration_sec);
 
+/* The environment variable a global option before the command sets (--s3-ca-file, ...), or NULL. */
+const char *cli_env_of_flag(const char *flag);
+
 /* Print "kbackup: MSG" on stderr and return the exit code for an engine error. */
 int cli_fail(const struct kb_err *err, int rc);
 /* Usage error: message, a hint to --help, exit code 2. */

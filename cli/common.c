@@ -20,8 +20,41 @@ uint64_t cli_warnings;
 
 static int progress_shown;
 
+/* Options that travel as the environment variables docs/s3.md and docs/cli.md document, so a
+ * CronJob can set them either way; what reads them (the S3 backend, the repository's opening)
+ * checks them. */
+static const struct env_option {
+        int code;
+        const char *flag, *env;
+} env_options[] = {
+    {OPT_S3_CA_FILE, "--s3-ca-file", "KBACKUP_S3_CA_FILE"},
+    {OPT_RETENTION_DAYS, "--retention-days", "KBACKUP_S3_RETENTION_DAYS"},
+    {OPT_RETENTION_MODE, "--retention-mode", "KBACKUP_S3_RETENTION_MODE"},
+    {OPT_COMPRESSION, "--compression", "KBACKUP_COMPRESSION"},
+};
+
+const char *cli_env_of_flag(const char *flag)
+{
+        for (size_t i = 0; i < sizeof(env_options) / sizeof(env_options[0]); i++)
+                if (!strcmp(flag, env_options[i].flag))
+                        return env_options[i].env;
+        return NULL;
+}
+
+static int env_option(int c)
+{
+        for (size_t i = 0; i < sizeof(env_options) / sizeof(env_options[0]); i++)
+                if (c == env_options[i].code) {
+                        setenv(env_options[i].env, optarg, 1);
+                        return 1;
+                }
+        return 0;
+}
+
 int cli_common_option(int c, const char *help)
 {
+        if (env_option(c))
+                return 1;
         switch (c) {
         case OPT_REPO:
                 cli.repo = optarg;
@@ -34,20 +67,6 @@ int cli_common_option(int c, const char *help)
                 return 1;
         case 'q':
                 cli.quiet = 1;
-                return 1;
-        /* S3 backend options travel as the environment variables docs/s3.md documents, so a
-         * CronJob can set them either way; the backend validates them when it opens. */
-        case OPT_S3_CA_FILE:
-                setenv("KBACKUP_S3_CA_FILE", optarg, 1);
-                return 1;
-        case OPT_RETENTION_DAYS:
-                setenv("KBACKUP_S3_RETENTION_DAYS", optarg, 1);
-                return 1;
-        case OPT_RETENTION_MODE:
-                setenv("KBACKUP_S3_RETENTION_MODE", optarg, 1);
-                return 1;
-        case OPT_COMPRESSION: /* checked when the repository opens */
-                setenv("KBACKUP_COMPRESSION", optarg, 1);
                 return 1;
         case OPT_LOG_FORMAT: /* checked by cli_early_options */
                 cli_log_format(optarg);

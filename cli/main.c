@@ -112,7 +112,7 @@ static int global_value(int argc, char **argv, int *i, const char *name, const c
 
 static int run(int argc, char **argv)
 {
-        const char *ignored;
+        const char *ignored, *env;
         int i;
 
         /* Global options before the command: the same ones every command accepts. */
@@ -138,14 +138,8 @@ static int run(int argc, char **argv)
                         cli_no_lock = 1;
                 } else if (!strcmp(argv[i], "--lock-wait") && i + 1 < argc) {
                         cli_lock_wait = argv[++i];
-                } else if (!strcmp(argv[i], "--s3-ca-file") && i + 1 < argc) {
-                        setenv("KBACKUP_S3_CA_FILE", argv[++i], 1);
-                } else if (!strcmp(argv[i], "--retention-days") && i + 1 < argc) {
-                        setenv("KBACKUP_S3_RETENTION_DAYS", argv[++i], 1);
-                } else if (!strcmp(argv[i], "--retention-mode") && i + 1 < argc) {
-                        setenv("KBACKUP_S3_RETENTION_MODE", argv[++i], 1);
-                } else if (!strcmp(argv[i], "--compression") && i + 1 < argc) {
-                        setenv("KBACKUP_COMPRESSION", argv[++i], 1);
+                } else if ((env = cli_env_of_flag(argv[i])) && i + 1 < argc) {
+                        setenv(env, argv[++i], 1);
                 } else if (global_value(argc, argv, &i, "--log-format", &ignored) ||
                            global_value(argc, argv, &i, "--metrics-file", &ignored) ||
                            global_value(argc, argv, &i, "--pushgateway", &ignored) ||

@@ -73,6 +73,16 @@ void kb_repo_zstd_release_thread(struct kb_repo *r)
         pthread_setspecific(r->zstd_key, NULL);
 }
 
+void kb_index_entry_from_blob(struct kb_index_entry *e, const Kbackup__IndexBlob *b, uint32_t pack)
+{
+        memcpy(e->id, b->id.data, KB_ID_LEN);
+        e->pack = pack;
+        e->offset = b->offset;
+        e->length = b->length;
+        e->raw_length = b->raw_length;
+        e->type = (uint8_t)b->type;
+}
+
 void kb_pack_builder_free(struct pack_builder *b)
 {
         if (!b)
@@ -740,12 +750,7 @@ int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *e
                                     kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid", name);
                                 break;
                         }
-                        memcpy(e.id, b->id.data, KB_ID_LEN);
-                        e.pack = (uint32_t)pack_no;
-                        e.offset = b->offset;
-                        e.length = b->length;
-                        e.raw_length = b->raw_length;
-                        e.type = (uint8_t)b->type;
+                        kb_index_entry_from_blob(&e, b, (uint32_t)pack_no);
                         rc = kb_index_insert(r->index, &e, NULL);
                         if (rc < 0) {
                                 kb_err_set(l->err, rc, "out of memory loading the index");

@@ -55,12 +55,7 @@ static int adopt_one(struct kb_repo *r, const struct kb_maint_extra *x, struct k
 
                 if (!blob_fits(pb, x->size - 4 - hlen))
                         continue;
-                memcpy(e.id, pb->id.data, KB_ID_LEN);
-                e.pack = (uint32_t)pack_no;
-                e.offset = pb->offset;
-                e.length = pb->length;
-                e.raw_length = pb->raw_length;
-                e.type = (uint8_t)pb->type;
+                kb_index_entry_from_blob(&e, pb, (uint32_t)pack_no);
                 if (kb_index_insert(r->index, &e, &inserted) < 0)
                         break;
                 if (!inserted)

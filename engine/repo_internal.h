@@ -75,6 +75,8 @@ struct kb_repo {
 
 /* pack.c */
 void kb_pack_builder_free(struct pack_builder *b);
+/* An index entry for blob b (of an index file or a pack header) in pack slot `pack`. */
+void kb_index_entry_from_blob(struct kb_index_entry *e, const Kbackup__IndexBlob *b, uint32_t pack);
 int kb_repo_index_load(struct kb_repo *r, struct kb_err *err);
 /* Load one index file into r->index (and record its name). */
 int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err);
