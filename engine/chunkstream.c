@@ -10,6 +10,9 @@
 /* Id slots are handed to workers, so they live in blocks that never move. */
 #define IDS_PER_BLOCK 4096
 
+/* Resident bytes of idle chunk buffers kept for reuse (bufpool.h). */
+#define POOL_KEEP ((size_t)8 << 20)
+
 struct id_block {
         uint8_t ids[IDS_PER_BLOCK][KB_ID_LEN];
         struct id_block *next;
@@ -19,8 +22,8 @@ struct kb_chunkstream {
         struct kb_saver *saver;
         struct kb_saver_group *group;
         struct kb_chunker *chunker;
-        uint32_t max_size;
-        uint8_t *cur; /* the chunk being filled: max_size bytes */
+        struct kb_bufpool *pool; /* chunk buffers of max_size bytes */
+        uint8_t *cur;            /* the chunk being filled */
         size_t cur_len;
         struct id_block *first, *last;
         size_t count;
@@ -43,10 +46,10 @@ int kb_chunkstream_new(struct kb_saver *s, const struct kb_chunker_params *p,
                 return kb_err_set(err, r, "invalid chunker parameters");
         }
         cs->saver = s;
-        cs->max_size = p->max_size;
         cs->group = kb_saver_group_new(s);
-        cs->cur = malloc(p->max_size);
-        if (!cs->group || !cs->cur) {
+        if (cs->group && kb_bufpool_new(p->max_size, p->max_size, POOL_KEEP, &cs->pool) == 0)
+                cs->cur = kb_bufpool_get(cs->pool);
+        if (!cs->cur) {
                 kb_chunkstream_free(cs);
                 return kb_err_set(err, -ENOMEM, "out of memory");
         }
@@ -77,22 +80,22 @@ static uint8_t *next_slot(struct kb_chunkstream *cs)
 static int emit(struct kb_chunkstream *cs, struct kb_err *err)
 {
         size_t len = cs->cur_len;
-        uint8_t *slot, *data;
+        uint8_t *slot, *data = cs->cur;
 
         if (!len)
                 return 0;
         slot = next_slot(cs);
-        data = realloc(cs->cur, len); /* give back the unused tail while queued */
-        if (!slot || !data)
+        if (!slot)
                 return kb_err_set(err, -ENOMEM, "out of memory");
-        cs->cur = malloc(cs->max_size);
+        cs->cur = kb_bufpool_get(cs->pool);
         if (!cs->cur) {
-                free(data);
+                cs->cur = data;
                 return kb_err_set(err, -ENOMEM, "out of memory");
         }
         cs->bytes += len;
         cs->cur_len = 0;
-        return kb_saver_submit(cs->saver, cs->group, KB_BLOB_DATA, data, len, slot, err);
+        return kb_saver_submit_pooled(cs->saver, cs->group, KB_BLOB_DATA, cs->pool, data, len, slot,
+                                      err);
 }
 
 int kb_chunkstream_write(struct kb_chunkstream *cs, const void *data, size_t len,
@@ -164,7 +167,9 @@ void kb_chunkstream_free(struct kb_chunkstream *cs)
                 next = b->next;
                 free(b);
         }
-        free(cs->cur);
+        if (cs->cur)
+                kb_bufpool_put(cs->pool, cs->cur, cs->cur_len);
+        kb_bufpool_free(cs->pool);
         free(cs->flat);
         free(cs);
 }

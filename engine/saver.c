@@ -15,11 +15,20 @@
 struct job {
         struct kb_saver_group *group;
         enum kb_blob_type type;
+        struct kb_bufpool *pool; /* where data goes back; NULL: malloc'd */
         uint8_t *data;
         size_t len;
         uint8_t *id_slot;
         struct job *next;
 };
+
+static void release_data(struct kb_bufpool *pool, uint8_t *data, size_t len)
+{
+        if (pool)
+                kb_bufpool_put(pool, data, len);
+        else
+                free(data);
+}
 
 struct kb_saver_group {
         struct kb_saver *s;
@@ -122,7 +131,7 @@ static void *worker(void *arg)
 
                 kb_repo_blob_id(s->repo, j->data, j->len, j->id_slot);
                 rc = kb_repo_blob_save(s->repo, j->type, j->id_slot, j->data, j->len, &res, &e);
-                free(j->data);
+                release_data(j->pool, j->data, j->len);
                 finish_job(s, j, rc, &e, &res);
                 free(j);
         }
@@ -254,14 +263,22 @@ void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void 
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
                     uint8_t *data, size_t len, uint8_t *id_slot, struct kb_err *err)
 {
+        return kb_saver_submit_pooled(s, g, type, NULL, data, len, id_slot, err);
+}
+
+int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
+                           struct kb_bufpool *pool, uint8_t *data, size_t len, uint8_t *id_slot,
+                           struct kb_err *err)
+{
         struct job *j = malloc(sizeof(*j));
 
         if (!j) {
-                free(data);
+                release_data(pool, data, len);
                 return kb_err_set(err, -ENOMEM, "out of memory queueing a chunk");
         }
         j->group = g;
         j->type = type;
+        j->pool = pool;
         j->data = data;
         j->len = len;
         j->id_slot = id_slot;
@@ -277,7 +294,7 @@ int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_t
                 if (err)
                         *err = s->err;
                 pthread_mutex_unlock(&s->lock);
-                free(data);
+                release_data(pool, data, len);
                 free(j);
                 return rc;
         }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bufpool.h"
 #include "err.h"
 #include "repo.h"
 
@@ -54,6 +55,10 @@ void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void 
  * writes the chunk's id to id_slot, which must stay valid until the group has been waited for. */
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
                     uint8_t *data, size_t len, uint8_t *id_slot, struct kb_err *err);
+/* The same for a buffer of `pool`: it goes back there once stored (or on error). */
+int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
+                           struct kb_bufpool *pool, uint8_t *data, size_t len, uint8_t *id_slot,
+                           struct kb_err *err);
 
 void kb_saver_get_stats(struct kb_saver *s, struct kb_saver_stats *out);
 

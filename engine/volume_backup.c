@@ -32,7 +32,10 @@
 /* Chunk bytes queued for the workers. The walk no longer waits at directory ends, so the bound is
  * always reached: 16 MiB (16 average chunks) kept both cores busy as well as 64 MiB did, and
  * peak RSS went from 178 to 92 MB on the benchmark tree (docs/performance.md). */
-#define VOLUME_INFLIGHT   ((size_t)16 << 20)
+#define VOLUME_INFLIGHT ((size_t)8 << 20)
+/* Chunk buffers (bufpool.h): idle ones keep up to what is in flight when the queue is full, and
+ * each is trimmed back to 1.5 times the chunker's average size, which most chunks fit in. */
+#define VOLUME_POOL_KEEP  VOLUME_INFLIGHT
 #define PROGRESS_INTERVAL 0.25
 #define IDCACHE_MAX       1024
 
@@ -691,6 +694,10 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
                 if (rc < 0)
                         goto fail_fd;
         }
+        rc = kb_bufpool_new(c.chunk_max, kb_repo_chunker_params(repo)->avg_size / 2 * 3,
+                            VOLUME_POOL_KEEP, &c.pool);
+        if (rc < 0)
+                goto fail_fd;
         rc = kb_saver_new(repo, opts ? opts->threads : 0, VOLUME_INFLIGHT, &c.saver, err);
         if (rc < 0)
                 goto fail_fd;
@@ -728,6 +735,7 @@ done:
                                 *err = e2;
                 }
         }
+        kb_bufpool_free(c.pool);
         kb_chunker_free(c.chunker);
         kb_vb_progress(&c, 1);
         kb_vb_hl_free(&c.links);

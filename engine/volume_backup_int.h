@@ -49,6 +49,7 @@ struct bctx {
         const struct kb_volume_backup_opts *o;
         struct kb_err *err;
         struct kb_saver *saver;
+        struct kb_bufpool *pool; /* chunk buffers (volume_file.c) */
         struct kb_chunker *chunker;
         uint32_t chunk_min, chunk_max;
         dev_t root_dev;

@@ -95,23 +95,35 @@ struct idlist {
         size_t n, cap;
 };
 
+/* Chunk buffers of at least this size come from the pool (bufpool.h); smaller ones from malloc,
+ * whose heap already reuses its pages (large allocations are fresh mappings). */
+#define POOL_MIN ((size_t)128 << 10)
+
+static uint8_t *chunk_buf_new(struct bctx *c, size_t cap)
+{
+        return cap >= POOL_MIN ? kb_bufpool_get(c->pool) : malloc(cap);
+}
+
+static void chunk_buf_free(struct bctx *c, uint8_t *buf, size_t cap, size_t used)
+{
+        if (buf && cap >= POOL_MIN)
+                kb_bufpool_put(c->pool, buf, used);
+        else
+                free(buf);
+}
+
 static int submit_chunk(struct bctx *c, struct kb_saver_group *g, struct kb_arena *a,
                         struct idlist *ids, uint8_t *data, size_t len, size_t cap)
 {
+        struct kb_bufpool *pool = cap >= POOL_MIN ? c->pool : NULL;
         uint8_t *slot;
 
-        if (cap - len > (64u << 10)) {
-                uint8_t *p = realloc(data, len); /* don't queue the unused tail */
-
-                if (p)
-                        data = p;
-        }
         if (ids->n == ids->cap) {
                 size_t ncap = ids->cap ? ids->cap * 2 : 8;
                 ProtobufCBinaryData *v = realloc(ids->v, ncap * sizeof(*v));
 
                 if (!v) {
-                        free(data);
+                        chunk_buf_free(c, data, cap, len);
                         return kb_err_set(c->err, -ENOMEM, "out of memory");
                 }
                 ids->v = v;
@@ -119,14 +131,14 @@ static int submit_chunk(struct bctx *c, struct kb_saver_group *g, struct kb_aren
         }
         slot = kb_arena_alloc(a, KB_ID_LEN);
         if (!slot) {
-                free(data);
+                chunk_buf_free(c, data, cap, len);
                 return kb_err_set(c->err, -ENOMEM, "out of memory");
         }
         memset(slot, 0, KB_ID_LEN);
         ids->v[ids->n].data = slot;
         ids->v[ids->n].len = KB_ID_LEN;
         ids->n++;
-        return kb_saver_submit(c->saver, g, KB_BLOB_DATA, data, len, slot, c->err);
+        return kb_saver_submit_pooled(c->saver, g, KB_BLOB_DATA, pool, data, len, slot, c->err);
 }
 
 /* Data ranges of the file: SEEK_DATA/SEEK_HOLE only when fewer blocks are allocated than the size
@@ -224,7 +236,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
 
                         if (!cur) {
                                 cap = (size_t)min_u64(c->chunk_max, left);
-                                cur = malloc(cap);
+                                cur = chunk_buf_new(c, cap);
                                 if (!cur)
                                         return kb_err_set(c->err, -ENOMEM, "out of memory");
                                 used = scanned = 0;
@@ -248,7 +260,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                         if (got < 0) {
                                 kb_vb_warn(c, 1, "%s: read error at offset %llu: %s", kb_vb_path(c),
                                            (unsigned long long)pos, strerror(errno));
-                                free(cur);
+                                chunk_buf_free(c, cur, cap, used);
                                 return 1;
                         }
                         if (got == 0) {
@@ -259,6 +271,8 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                                 break;
                         }
                         used += (size_t)got;
+                        if (cap >= POOL_MIN)
+                                kb_bufpool_touched(cur, used);
                         pos += (uint64_t)got;
                         left -= (uint64_t)got;
                         c->bytes_read += (uint64_t)got;
@@ -275,9 +289,9 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                                 uint8_t *next = NULL;
 
                                 if (ncap) {
-                                        next = malloc(ncap);
+                                        next = chunk_buf_new(c, ncap);
                                         if (!next) {
-                                                free(cur);
+                                                chunk_buf_free(c, cur, cap, used);
                                                 return kb_err_set(c->err, -ENOMEM, "out of memory");
                                         }
                                         memcpy(next, cur + scanned, tail);
@@ -288,7 +302,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                                 used = tail;
                                 scanned = 0;
                                 if (rc < 0) {
-                                        free(cur);
+                                        chunk_buf_free(c, cur, cap, used);
                                         return rc;
                                 }
                         }
@@ -297,7 +311,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
         }
         if (cur && used)
                 return submit_chunk(c, g, a, ids, cur, used, cap);
-        free(cur);
+        chunk_buf_free(c, cur, cap, used);
         return 0;
 }
 
