@@ -2,7 +2,9 @@
 # test_s3_faults.sh - S3 failures a user meets: a WRONG secret (a clear authentication error,
 # exit 1, the secret never printed), the server killed in the middle of a ~200 MB backup (bounded
 # retries, then a clear failure and no snapshot recorded), and after a restart on the same data
-# and port the next backup succeeds and every snapshot restores byte-exact.
+# and port the next backup succeeds and every snapshot restores byte-exact. First, that the test
+# server stores nothing for an upload cut short, as S3 does (tests/tools/s3rver_launcher.js): the
+# crash tests rely on it.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh source-path=SCRIPTDIR/../..
 source "$(dirname "$0")/lib.sh"
@@ -11,6 +13,18 @@ source "$(dirname "$0")/s3_lib.sh"
 
 s3_start
 REPO=$(s3_repo faults)
+
+# ---- the test server: an interrupted upload leaves no object, a complete one is stored
+[[ $(python3 "$KB_TOOLS/s3_abort_put.py" "$S3_PORT" "$S3_BUCKET" probe/full 100000) == *" 200 "* ]] ||
+        fail "a signed PUT to the test server failed"
+python3 "$KB_TOOLS/s3_abort_put.py" "$S3_PORT" "$S3_BUCKET" probe/cut 5000
+sleep 0.5
+aws --endpoint-url "$S3_ENDPOINT" s3 ls "s3://$S3_BUCKET/probe/" >"$KB_TMP/probe.ls" || fail "aws s3 ls"
+grep -q " 100000 full$" "$KB_TMP/probe.ls" || fail "the complete upload is missing: $(cat "$KB_TMP/probe.ls")"
+if grep -q "cut" "$KB_TMP/probe.ls"; then
+        fail "the test server kept an interrupted upload: $(cat "$KB_TMP/probe.ls")"
+fi
+
 kb_init "$REPO"
 
 # ---- a wrong secret (a missing one is no test: s3rver accepts unsigned requests)

@@ -68,8 +68,9 @@ run_server() {
                 scheme=https
                 tls=(--key "$DIR/tls/server.key" --cert "$DIR/tls/server.crt")
         fi
-        # The package ships no bin script; its CLI module does the work. The legacy provider is
-        # needed on Node 20 for ListObjectsV2 continuation tokens.
+        # The package ships no bin script; its CLI module does the work, started by
+        # s3rver_launcher.js (which makes an interrupted upload store nothing, as S3 does). The
+        # legacy provider is needed on Node 20 for ListObjectsV2 continuation tokens.
         NODE_PATH=$S3RVER_HOME/node_modules "$NODE" --openssl-legacy-provider "$DIR/launcher.js" \
                 -d "$DIR/data" -a 127.0.0.1 -p "$port" -s "${tls[@]}" \
                 </dev/null >>"$DIR/s3rver.log" 2>&1 &
@@ -106,8 +107,7 @@ start() {
         touch "$DIR/.kb-s3"
         trap 'stop_dir "$DIR"' EXIT
         mkdir "$DIR/data"
-        printf '%s\n' "require('@20minutes/s3rver/lib/cli').parseAsync(process.argv);" \
-                >"$DIR/launcher.js"
+        cp "$(dirname "${BASH_SOURCE[0]}")/s3rver_launcher.js" "$DIR/launcher.js"
         free_port >"$DIR/port"
         ((use_tls)) && gen_tls "$DIR/tls"
         run_server
