@@ -38,6 +38,24 @@ int kb_buf_append(struct kb_buf *b, const void *p, size_t n)
         return 0;
 }
 
+#define BUF_ALIGN 4096
+
+int kb_buf_reserve_aligned(struct kb_buf *b, size_t cap)
+{
+        void *p;
+
+        if (b->len == 0 && b->cap >= cap && (uintptr_t)b->data % BUF_ALIGN == 0)
+                return 0;
+        if (b->len)
+                return kb_buf_reserve(b, cap > b->len ? cap - b->len : 0);
+        if (posix_memalign(&p, BUF_ALIGN, cap) != 0)
+                return -ENOMEM;
+        free(b->data);
+        b->data = p;
+        b->cap = cap;
+        return 0;
+}
+
 void kb_buf_reset(struct kb_buf *b)
 {
         b->len = 0;

@@ -19,6 +19,9 @@ struct kb_buf {
 /* Make room for at least `extra` more bytes; returns 0 or -ENOMEM. */
 int kb_buf_reserve(struct kb_buf *b, size_t extra);
 int kb_buf_append(struct kb_buf *b, const void *p, size_t n);
+/* Give an empty buffer room for `cap` bytes at a page-aligned address, as O_DIRECT writes want
+ * (storage-backends/fs.c); a later growth past cap may move it off alignment. 0 or -ENOMEM. */
+int kb_buf_reserve_aligned(struct kb_buf *b, size_t cap);
 void kb_buf_reset(struct kb_buf *b);
 /* Release the memory and empty the buffer. */
 void kb_buf_free(struct kb_buf *b);

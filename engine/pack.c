@@ -26,6 +26,9 @@ struct zstd_ctx {
 /* Scratch buffers larger than this are freed after use: the few largest chunks should not keep
  * 8 MiB per thread resident for the rest of the run. */
 #define SCRATCH_KEEP (2u << 20)
+/* A pack buffer's first size: a full pack plus a large last chunk and its header, in one
+ * page-aligned piece that need not move (the file backend writes it with O_DIRECT). */
+#define PACK_RESERVE(r) ((size_t)(r)->pack_size + (16u << 20))
 
 static void scratch_done(struct kb_buf *b)
 {
@@ -487,6 +490,10 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
                  * memory per pack cost several percent of a backup's CPU. */
                 if (r->n_spare)
                         r->current->data = r->spare[--r->n_spare];
+                else
+                        rc = kb_buf_reserve_aligned(&r->current->data, PACK_RESERVE(r));
+                if (rc < 0)
+                        goto unlock;
         }
         memcpy(e.id, id, KB_ID_LEN);
         e.pack = r->current->pack_no;

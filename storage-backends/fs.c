@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,39 @@ static int write_all(int fd, const void *data, size_t len)
         return 0;
 }
 
+/* Large objects (packs) skip the page cache: copying 16 MiB into it, managing its pages and
+ * writing them back cost 7% of a backup's CPU, on the same cores as compression, for data that
+ * fsync sends to the disk at once anyway (and that would push the node's applications out of the
+ * cache). O_DIRECT wants the buffer, offsets and lengths in whole blocks: the aligned part of a
+ * page-aligned buffer goes direct, the tail through the cache; where a file system refuses
+ * (tmpfs, some FUSE mounts) or the buffer is not aligned, all of it does. */
+#define DIRECT_MIN   ((size_t)1 << 20)
+#define DIRECT_ALIGN ((size_t)4096)
+
+static int write_object(int fd, const void *data, size_t len)
+{
+        size_t head = len / DIRECT_ALIGN * DIRECT_ALIGN, done = 0;
+        int fl;
+
+        if (len >= DIRECT_MIN && (uintptr_t)data % DIRECT_ALIGN == 0 &&
+            (fl = fcntl(fd, F_GETFL)) >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+                while (done < head) {
+                        ssize_t w = write(fd, (const uint8_t *)data + done, head - done);
+
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0)
+                                break; /* the rest goes through the cache, errors included */
+                        done += (size_t)w;
+                        if ((size_t)w % DIRECT_ALIGN)
+                                break;
+                }
+                if (fcntl(fd, F_SETFL, fl) < 0)
+                        return -errno;
+        }
+        return write_all(fd, (const uint8_t *)data + done, len - done);
+}
+
 static int sys_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
                          unsigned int flags)
 {
@@ -295,7 +329,7 @@ static int fs_put(struct kb_backend *be, enum kb_obj_type type, const char *name
                 return r;
         }
 
-        r = write_all(fd, data, len);
+        r = write_object(fd, data, len);
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
         /* NFS reports deferred write errors at close. */
