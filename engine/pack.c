@@ -30,6 +30,9 @@ struct zstd_ctx {
  * page-aligned piece that need not move (the file backend writes it with O_DIRECT). */
 #define PACK_RESERVE(r) ((size_t)(r)->pack_size + (16u << 20))
 
+/* Which of kb_repo.current a blob goes to. */
+enum { PACK_DATA, PACK_TREES };
+
 static void scratch_done(struct kb_buf *b)
 {
         if (b->cap > SCRATCH_KEEP)
@@ -389,7 +392,7 @@ int kb_pack_finish(struct kb_repo *r, struct pack_builder *b, struct kb_err *err
          * buffer is kept for the next pack while there are few (they are the same memory as the
          * packs being written). */
         pthread_mutex_lock(&r->lock);
-        if (r->n_spare < KB_PACK_SPARE) {
+        if (r->n_spare < KB_PACK_SPARE && !b->tree_pack) {
                 kb_buf_reset(&b->data);
                 r->spare[r->n_spare++] = b->data;
                 b->data = (struct kb_buf)KB_BUF_INIT;
@@ -453,7 +456,7 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
 {
         struct zstd_ctx *z;
         struct kb_buf *sealed;
-        struct pack_builder *full = NULL, *toindex = NULL;
+        struct pack_builder **cur, *full = NULL, *toindex = NULL;
         struct kb_index_entry e = {0};
         int rc, inserted = 0;
 
@@ -476,40 +479,45 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
         sealed = &z->sealed;
 
         pthread_mutex_lock(&r->lock);
-        if (!r->current) {
-                r->current = calloc(1, sizeof(*r->current));
-                rc = r->current ? kb_index_pack_reserve(r->index) : -ENOMEM;
+        cur = &r->current[type == KB_BLOB_DATA ? PACK_DATA : PACK_TREES];
+        if (!*cur) {
+                *cur = calloc(1, sizeof(**cur));
+                rc = *cur ? kb_index_pack_reserve(r->index) : -ENOMEM;
                 if (rc < 0) {
-                        free(r->current);
-                        r->current = NULL;
+                        free(*cur);
+                        *cur = NULL;
                         goto unlock;
                 }
-                r->current->pack_no = (uint32_t)rc;
+                (*cur)->pack_no = (uint32_t)rc;
                 rc = 0;
                 /* A written pack's buffer, its pages already mapped: faulting in 16 MiB of fresh
-                 * memory per pack cost several percent of a backup's CPU. */
-                if (r->n_spare)
-                        r->current->data = r->spare[--r->n_spare];
+                 * memory per pack cost several percent of a backup's CPU. Tree packs grow as
+                 * plain buffers, which are not page-aligned: the file backend then writes them
+                 * through the page cache, where the next backup's walk finds them. */
+                if (cur == &r->current[PACK_TREES])
+                        (*cur)->tree_pack = 1;
+                else if (r->n_spare)
+                        (*cur)->data = r->spare[--r->n_spare];
                 else
-                        rc = kb_buf_reserve_aligned(&r->current->data, PACK_RESERVE(r));
+                        rc = kb_buf_reserve_aligned(&(*cur)->data, PACK_RESERVE(r));
                 if (rc < 0)
                         goto unlock;
         }
         memcpy(e.id, id, KB_ID_LEN);
-        e.pack = r->current->pack_no;
-        e.offset = (uint32_t)r->current->data.len;
+        e.pack = (*cur)->pack_no;
+        e.offset = (uint32_t)(*cur)->data.len;
         e.length = (uint32_t)sealed->len;
         e.raw_length = (uint32_t)len;
         e.type = (uint8_t)type;
         rc = kb_index_insert(r->index, &e, &inserted);
         if (rc == 0 && inserted) {
-                rc = builder_add(r->current, id, (uint8_t)type, sealed, (uint32_t)len);
+                rc = builder_add(*cur, id, (uint8_t)type, sealed, (uint32_t)len);
                 if (rc < 0)
                         kb_index_remove(r->index, id);
         }
-        if (rc == 0 && r->current->data.len >= r->pack_size) {
-                full = r->current;
-                r->current = NULL;
+        if (rc == 0 && (*cur)->data.len >= r->pack_size) {
+                full = *cur;
+                *cur = NULL;
                 r->inflight++;
         }
         if (rc == 0)
@@ -534,19 +542,25 @@ unlock:
 
 int kb_repo_flush(struct kb_repo *r, struct kb_err *err)
 {
-        struct pack_builder *last, *list;
+        struct pack_builder *last[KB_PACK_KINDS], *list;
         int rc = 0;
 
         if (r->read_only)
                 return 0;
         pthread_mutex_lock(&r->lock);
-        last = r->current;
-        r->current = NULL;
-        if (last)
-                r->inflight++;
+        for (int k = 0; k < KB_PACK_KINDS; k++) {
+                last[k] = r->current[k];
+                r->current[k] = NULL;
+                if (last[k])
+                        r->inflight++;
+        }
         pthread_mutex_unlock(&r->lock);
-        if (last)
-                rc = kb_pack_finish(r, last, err);
+        for (int k = 0; k < KB_PACK_KINDS; k++) {
+                if (last[k] && rc == 0)
+                        rc = kb_pack_finish(r, last[k], err);
+                else if (last[k])
+                        kb_pack_finish(r, last[k], NULL);
+        }
         pthread_mutex_lock(&r->lock);
         while (r->inflight)
                 pthread_cond_wait(&r->cond, &r->lock);

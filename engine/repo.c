@@ -251,7 +251,8 @@ void kb_repo_close(struct kb_repo *r)
         kb_pack_writer_stop(r);
         kb_repo_zstd_release_thread(r);
         pthread_key_delete(r->zstd_key);
-        kb_pack_builder_free(r->current);
+        for (int k = 0; k < KB_PACK_KINDS; k++)
+                kb_pack_builder_free(r->current[k]);
         while (r->n_spare)
                 kb_buf_free(&r->spare[--r->n_spare]);
         for (b = r->unindexed; b; b = next) {
@@ -276,7 +277,7 @@ int kb_repo_index_reload(struct kb_repo *r, struct kb_err *err)
         if (rc < 0)
                 return kb_err_set(err, rc, "out of memory");
         pthread_mutex_lock(&r->lock);
-        if (r->current || r->unindexed || r->inflight) {
+        if (r->current[0] || r->current[1] || r->unindexed || r->inflight) {
                 pthread_mutex_unlock(&r->lock);
                 kb_index_free(fresh);
                 return kb_err_set(err, KB_EUSAGE, "index reload with blobs pending");

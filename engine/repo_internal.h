@@ -19,6 +19,8 @@
 #define KB_PACK_WRITERS 2
 /* Buffers of written packs kept for the next ones. */
 #define KB_PACK_SPARE 2
+/* Packs being filled at once: data, and trees (see kb_repo.current). */
+#define KB_PACK_KINDS 2
 
 struct pack_blob {
         uint8_t id[KB_ID_LEN];
@@ -32,6 +34,7 @@ struct pack_builder {
         struct pack_blob *blobs;
         size_t nblobs, cap;
         uint32_t pack_no; /* slot in the index's pack table */
+        int tree_pack;    /* holds trees (kb_repo.current) */
         struct pack_builder *next;
 };
 
@@ -47,7 +50,11 @@ struct kb_repo {
         pthread_mutex_t lock; /* guards index, current, unindexed, inflight */
         pthread_cond_t cond;
         struct kb_index *index;
-        struct pack_builder *current;   /* being filled */
+        /* Being filled: one pack for file data, one for everything else (trees). The next backup
+         * reads every tree of its parent snapshot, one directory at a time: packed together they
+         * are neighbouring bytes of a few packs instead of one seek into 16 MiB of data each, and
+         * their packs stay in the page cache (pack.c). */
+        struct pack_builder *current[KB_PACK_KINDS];
         struct pack_builder *unindexed; /* written, not yet in an index file */
         size_t unindexed_blobs;
         unsigned inflight; /* packs detached from `current`, not yet written */

@@ -767,7 +767,8 @@ Test(volume, changes_during_backup_are_not_fatal)
         warns_free(&w);
 }
 
-/* The only pack (written by one worker, in submit order) begins with a_first's chunk. */
+/* The data pack (written by one worker, in submit order) begins with a_first's chunk; the only
+ * other pack holds the trees, a few hundred bytes. */
 static void corrupt_first_pack_byte(off_t off)
 {
         char cmd[512], path[512];
@@ -775,12 +776,12 @@ static void corrupt_first_pack_byte(off_t off)
         uint8_t c;
         int fd;
 
-        snprintf(cmd, sizeof(cmd), "find %s/data -type f", repo_dir);
+        snprintf(cmd, sizeof(cmd), "find %s/data -type f -size +64k", repo_dir);
         f = popen(cmd, "r");
         cr_assert_not_null(f);
-        cr_assert_not_null(fgets(path, sizeof(path), f), "no pack");
+        cr_assert_not_null(fgets(path, sizeof(path), f), "no data pack");
         path[strcspn(path, "\n")] = '\0';
-        cr_assert_null(fgets(cmd, sizeof(cmd), f), "more than one pack");
+        cr_assert_null(fgets(cmd, sizeof(cmd), f), "more than one data pack");
         pclose(f);
         fd = open(path, O_RDWR);
         cr_assert_geq(fd, 0, "%s", path);
