@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* For ZSTD_customMem and ZSTD_createCCtx_advanced (exported by the shared library). */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #define BLOB_RAW  0
@@ -21,7 +23,47 @@ struct zstd_ctx {
         ZSTD_CCtx *c;
         ZSTD_DCtx *d;
         struct kb_buf plain, sealed;
+        void *spare; /* a freed zstd workspace kept for its next allocation (zmem_alloc) */
 };
+
+/* zstd sizes a context's workspace to each input's parameters, and frees and allocates it anew
+ * when they grow (a large chunk after small files) or when it has been too large for a while:
+ * on a tree of small files that was 470 fresh mappings, 150 MB of page faults, per backup. The
+ * contexts allocate through these: the largest freed block is kept and handed back to any
+ * request it can hold. Blocks carry their size in front (16 bytes, keeping malloc's alignment). */
+#define ZMEM_HEAD 16
+
+static void *zmem_alloc(void *opaque, size_t size)
+{
+        struct zstd_ctx *z = opaque;
+        size_t *b = z->spare;
+
+        if (b && b[0] >= size) {
+                z->spare = NULL;
+                return (uint8_t *)b + ZMEM_HEAD;
+        }
+        b = malloc(ZMEM_HEAD + size);
+        if (!b)
+                return NULL;
+        b[0] = size;
+        return (uint8_t *)b + ZMEM_HEAD;
+}
+
+static void zmem_free(void *opaque, void *p)
+{
+        struct zstd_ctx *z = opaque;
+        size_t *b, *old = z->spare;
+
+        if (!p)
+                return;
+        b = (size_t *)((uint8_t *)p - ZMEM_HEAD);
+        if (old && old[0] >= b[0]) {
+                free(b);
+                return;
+        }
+        free(old);
+        z->spare = b;
+}
 
 /* Scratch buffers larger than this are freed after use: the few largest chunks should not keep
  * 8 MiB per thread resident for the rest of the run. */
@@ -51,6 +93,7 @@ void kb_repo_zstd_ctx_destroy(void *p)
         ZSTD_freeDCtx(z->d);
         kb_buf_free(&z->plain);
         kb_buf_free(&z->sealed);
+        free(z->spare);
         free(z);
 }
 
@@ -58,14 +101,16 @@ void kb_repo_zstd_ctx_destroy(void *p)
 static struct zstd_ctx *zstd_ctx(struct kb_repo *r)
 {
         struct zstd_ctx *z = pthread_getspecific(r->zstd_key);
+        ZSTD_customMem mem;
 
         if (z)
                 return z;
         z = calloc(1, sizeof(*z));
         if (!z)
                 return NULL;
-        z->c = ZSTD_createCCtx();
-        z->d = ZSTD_createDCtx();
+        mem = (ZSTD_customMem){zmem_alloc, zmem_free, z};
+        z->c = ZSTD_createCCtx_advanced(mem);
+        z->d = ZSTD_createDCtx_advanced(mem);
         if (!z->c || !z->d || pthread_setspecific(r->zstd_key, z) != 0) {
                 kb_repo_zstd_ctx_destroy(z);
                 return NULL;

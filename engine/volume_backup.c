@@ -33,9 +33,10 @@
  * always reached: 16 MiB (16 average chunks) kept both cores busy as well as 64 MiB did, and
  * peak RSS went from 178 to 92 MB on the benchmark tree (docs/performance.md). */
 #define VOLUME_INFLIGHT ((size_t)8 << 20)
-/* Chunk buffers (bufpool.h): idle ones keep up to what is in flight when the queue is full, and
- * each is trimmed back to 1.5 times the chunker's average size, which most chunks fit in. */
-#define VOLUME_POOL_KEEP  VOLUME_INFLIGHT
+/* Chunk buffers (bufpool.h): idle ones keep up to twice what is in flight when the queue is
+ * full (with small files the walk falls behind and the workers hand every buffer back at once),
+ * each trimmed back to 1.5 times the chunker's average size, which most chunks fit in. */
+#define VOLUME_POOL_KEEP  (2 * VOLUME_INFLIGHT)
 #define PROGRESS_INTERVAL 0.25
 #define IDCACHE_MAX       1024
 
