@@ -272,12 +272,14 @@ void kb_repo_close(struct kb_repo *r)
 int kb_repo_index_reload(struct kb_repo *r, struct kb_err *err)
 {
         struct kb_index *fresh;
-        int rc = kb_index_new(&fresh);
+        int rc = kb_index_new(&fresh), filling = 0;
 
         if (rc < 0)
                 return kb_err_set(err, rc, "out of memory");
         pthread_mutex_lock(&r->lock);
-        if (r->current[0] || r->current[1] || r->unindexed || r->inflight) {
+        for (int k = 0; k < KB_PACK_KINDS; k++)
+                filling |= r->current[k] != NULL;
+        if (filling || r->unindexed || r->inflight) {
                 pthread_mutex_unlock(&r->lock);
                 kb_index_free(fresh);
                 return kb_err_set(err, KB_EUSAGE, "index reload with blobs pending");

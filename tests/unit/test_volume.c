@@ -783,6 +783,13 @@ static void corrupt_first_pack_byte(off_t off)
         path[strcspn(path, "\n")] = '\0';
         cr_assert_null(fgets(cmd, sizeof(cmd), f), "more than one data pack");
         pclose(f);
+        /* Trees went to a pack of their own. */
+        snprintf(cmd, sizeof(cmd), "find %s/data -type f | wc -l", repo_dir);
+        f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        cr_assert_not_null(fgets(cmd, sizeof(cmd), f));
+        cr_assert_eq(atoi(cmd), 2, "%s pack(s): want a data pack and a tree pack", cmd);
+        pclose(f);
         fd = open(path, O_RDWR);
         cr_assert_geq(fd, 0, "%s", path);
         cr_assert_eq(pread(fd, &c, 1, off), 1);
