@@ -660,8 +660,8 @@ void kb_etcd_close(struct kb_etcd *c)
         free(c->user);
         free(c);
         /* Blocking: when this is the last reference, gRPC's teardown otherwise runs on a thread of
-         * its own that can outlive main(), still using OpenSSL as exit() cleans it up (LeakSanitizer
-         * saw OpenSSL's per-thread state leak at exit, once in many runs). */
+         * its own that can outlive main(), still using OpenSSL as exit() cleans it up
+         * (LeakSanitizer saw OpenSSL's per-thread state leak at exit, once in many runs). */
         grpc_shutdown_blocking();
 }
 
