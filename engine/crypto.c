@@ -1,12 +1,14 @@
 /* crypto.c - sealing, ids, key derivation: the thin layer over libsodium that owns key handling.
  *
- * The per-byte hot paths (HMAC-SHA-256 chunk ids, SHA-256 object names, XChaCha20-Poly1305) run
- * through OpenSSL's libcrypto, already linked for gRPC and libcurl, whose assembly (SHA extensions,
- * AVX2) is 1.6-5x faster here than libsodium's portable code (docs/performance.md). The output is
- * bit-identical to libsodium's: XChaCha20-Poly1305 is HChaCha20 (libsodium) deriving a subkey, then
- * IETF ChaCha20-Poly1305 with nonce 0^4 || nonce[16..24). The unit tests hold both to libsodium,
- * which stays the fallback. */
+ * Chunk ids are keyed BLAKE3 (blake3.c, SIMD). The other per-byte hot paths (HMAC-SHA-256 ids of
+ * older repositories, SHA-256 object names, XChaCha20-Poly1305) run through OpenSSL's libcrypto,
+ * already linked for gRPC and libcurl, whose assembly (SHA extensions, AVX2) is 1.6-5x faster here
+ * than libsodium's portable code (docs/performance.md). The output is bit-identical to libsodium's:
+ * XChaCha20-Poly1305 is HChaCha20 (libsodium) deriving a subkey, then IETF ChaCha20-Poly1305 with
+ * nonce 0^4 || nonce[16..24). The unit tests hold both to libsodium, which stays the fallback. */
 #include "crypto.h"
+
+#include "blake3.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -191,8 +193,7 @@ int kb_crypto_open_reference(const uint8_t key[KB_KEY_LEN], const void *ad, size
         return 0;
 }
 
-/* HMAC-SHA-256 rather than keyed BLAKE2b: with the CPU's SHA extensions OpenSSL computes it at
- * about twice the speed of libsodium's BLAKE2b here, and it is the same keyed-PRF guarantee. */
+/* HMAC's inner and outer states under `key`, kept so each id hashes only its data. */
 static int hmac_prepare(struct fast_state *t, const uint8_t key[KB_KEY_LEN])
 {
         uint8_t ipad[64], opad[64]; /* SHA-256's block; the key is shorter, so zero-padded */
@@ -216,10 +217,30 @@ static int hmac_prepare(struct fast_state *t, const uint8_t key[KB_KEY_LEN])
         return ok ? 0 : -1;
 }
 
-/* HMAC-SHA-256 rather than keyed BLAKE2b: with the CPU's SHA extensions OpenSSL computes it at
- * about twice the speed of libsodium's BLAKE2b here, and it is the same keyed-PRF guarantee. */
-void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
-                       uint8_t id[KB_ID_LEN])
+static const char *const id_hash_names[] = {
+    [KB_ID_HMAC_SHA256] = "hmac-sha256",
+    [KB_ID_BLAKE3] = "keyed-blake3",
+};
+
+const char *kb_id_hash_name(enum kb_id_hash h)
+{
+        return (unsigned)h < sizeof(id_hash_names) / sizeof(id_hash_names[0]) ? id_hash_names[h]
+                                                                              : NULL;
+}
+
+int kb_id_hash_parse(const char *name, enum kb_id_hash *h)
+{
+        for (size_t i = 0; i < sizeof(id_hash_names) / sizeof(id_hash_names[0]); i++)
+                if (name && !strcmp(name, id_hash_names[i])) {
+                        *h = (enum kb_id_hash)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* HMAC-SHA-256 through OpenSSL, from the key's inner and outer states kept per thread. */
+static void blob_id_hmac(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
+                         uint8_t id[KB_ID_LEN])
 {
         struct fast_state *t = fast_state();
         uint8_t h[KB_ID_LEN];
@@ -235,6 +256,15 @@ void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_
             EVP_DigestFinal_ex(t->work, id, &m) == 1 && m == KB_ID_LEN)
                 return;
         kb_crypto_blob_id_reference(id_key, data, len, id);
+}
+
+void kb_crypto_blob_id(enum kb_id_hash h, const uint8_t id_key[KB_KEY_LEN], const void *data,
+                       size_t len, uint8_t id[KB_ID_LEN])
+{
+        if (h == KB_ID_BLAKE3)
+                kb_blake3_keyed(id_key, data, len, id);
+        else
+                blob_id_hmac(id_key, data, len, id);
 }
 
 void kb_crypto_blob_id_reference(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,

@@ -2,9 +2,10 @@
  *
  * Sealed format (every encrypted object and blob): nonce (24 bytes) || ciphertext || tag (16
  * bytes), XChaCha20-Poly1305-IETF. Random 192-bit nonces make accidental reuse negligible even
- * across concurrent writers that share the master key. Chunk ids are HMAC-SHA-256 of the plaintext
- * under the repository's id key, so equal content dedups while ids reveal nothing without the key;
- * object names are the SHA-256 of the stored bytes. */
+ * across concurrent writers that share the master key. Chunk ids are a keyed hash of the plaintext
+ * under the repository's id key (keyed BLAKE3; HMAC-SHA-256 in repositories made before it), so
+ * equal content dedups while ids reveal nothing without the key; object names are the SHA-256 of
+ * the stored bytes. */
 #ifndef KB_CRYPTO_H
 #define KB_CRYPTO_H
 
@@ -38,10 +39,22 @@ int kb_crypto_seal_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adle
 int kb_crypto_open_ad(const uint8_t key[KB_KEY_LEN], const void *ad, size_t adlen,
                       const void *sealed, size_t len, struct kb_buf *out);
 
+/* The keyed hash a repository names its chunks with (its config says which). */
+enum kb_id_hash {
+        KB_ID_HMAC_SHA256, /* "hmac-sha256": repositories made before keyed BLAKE3 */
+        KB_ID_BLAKE3,      /* "keyed-blake3": the default, several times faster (blake3.h) */
+};
+
+/* The config name of h, or NULL for no such hash. */
+const char *kb_id_hash_name(enum kb_id_hash h);
+/* Returns 0 and sets *h, or -EINVAL for an unknown name. */
+int kb_id_hash_parse(const char *name, enum kb_id_hash *h);
+
 /* Keyed chunk id. */
-void kb_crypto_blob_id(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
-                       uint8_t id[KB_ID_LEN]);
-/* The same id computed by libsodium alone: the reference the tests hold the fast path to. */
+void kb_crypto_blob_id(enum kb_id_hash h, const uint8_t id_key[KB_KEY_LEN], const void *data,
+                       size_t len, uint8_t id[KB_ID_LEN]);
+/* The HMAC-SHA-256 id computed by libsodium alone: the reference the tests hold the fast path to.
+ */
 void kb_crypto_blob_id_reference(const uint8_t id_key[KB_KEY_LEN], const void *data, size_t len,
                                  uint8_t id[KB_ID_LEN]);
 /* Open with libsodium alone: tests cross-check the fast path against it. */

@@ -15,7 +15,8 @@
 #define CONFIG_VERSION     2
 #define CONFIG_VERSION_MIN 1
 #define CONFIG_AEAD        "xchacha20poly1305"
-#define CONFIG_IDHASH      "hmac-sha256"
+/* New repositories name chunks with keyed BLAKE3; older ones keep HMAC-SHA-256 (crypto.h). */
+#define CONFIG_IDHASH_DEFAULT KB_ID_BLAKE3
 
 void kb_kdf_params_default(struct kb_kdf_params *p)
 {
@@ -29,7 +30,8 @@ void kb_kdf_params_default(struct kb_kdf_params *p)
         p->memlimit = 48ULL << 20;
 }
 
-static int store_config(struct kb_backend *be, const struct kb_master *m, struct kb_err *err)
+static int store_config(struct kb_backend *be, const struct kb_master *m, enum kb_id_hash id_hash,
+                        struct kb_err *err)
 {
         Kbackup__Config c = KBACKUP__CONFIG__INIT;
         uint8_t repo_id[16], plain[256];
@@ -42,7 +44,7 @@ static int store_config(struct kb_backend *be, const struct kb_master *m, struct
         c.repo_id.data = repo_id;
         c.repo_id.len = sizeof(repo_id);
         c.aead = (char *)CONFIG_AEAD;
-        c.id_hash = (char *)CONFIG_IDHASH;
+        c.id_hash = (char *)kb_id_hash_name(id_hash);
         c.chunk_min = kb_chunker_default_params.min_size;
         c.chunk_avg = kb_chunker_default_params.avg_size;
         c.chunk_max = kb_chunker_default_params.max_size;
@@ -57,8 +59,9 @@ static int store_config(struct kb_backend *be, const struct kb_master *m, struct
 }
 
 int kb_repo_init(const char *location, const char *password, size_t pwlen,
-                 const struct kb_kdf_params *kdf, struct kb_err *err)
+                 const struct kb_kdf_params *kdf, const char *id_hash, struct kb_err *err)
 {
+        enum kb_id_hash idh = CONFIG_IDHASH_DEFAULT;
         struct kb_backend *be = NULL;
         struct kb_buf keyfile = KB_BUF_INIT;
         struct kb_master m;
@@ -70,6 +73,9 @@ int kb_repo_init(const char *location, const char *password, size_t pwlen,
         r = kb_crypto_init(err);
         if (r < 0)
                 return r;
+        if (id_hash && kb_id_hash_parse(id_hash, &idh) < 0)
+                return kb_err_set(err, -EINVAL, "unknown id hash '%s' (keyed-blake3, hmac-sha256)",
+                                  id_hash);
         r = kb_backend_open(location, 1, &be, err);
         if (r < 0)
                 return r;
@@ -92,7 +98,7 @@ int kb_repo_init(const char *location, const char *password, size_t pwlen,
         kb_hex_encode(kid, sizeof(kid), kname);
         r = kb_backend_put(be, KB_OBJ_KEY, kname, keyfile.data, keyfile.len, err);
         if (r == 0)
-                r = store_config(be, &m, err);
+                r = store_config(be, &m, idh, err);
         /* The marker comes last: a directory without it is not (yet) a repository. */
         if (r == 0)
                 r = kb_backend_put(be, KB_OBJ_MARKER, "kbackup", MARKER_TEXT, strlen(MARKER_TEXT),
@@ -171,7 +177,7 @@ static int load_config(struct kb_repo *r, struct kb_err *err)
         if (!c)
                 return kb_err_set(err, KB_ECORRUPT, "repository config does not parse");
         if (c->version < CONFIG_VERSION_MIN || c->version > CONFIG_VERSION ||
-            strcmp(c->aead, CONFIG_AEAD) || strcmp(c->id_hash, CONFIG_IDHASH)) {
+            strcmp(c->aead, CONFIG_AEAD) || kb_id_hash_parse(c->id_hash, &r->id_hash) < 0) {
                 rc = kb_err_set(err, KB_EFORMAT, "repository config has an unknown format");
         } else {
                 r->blob_id_ad = c->version >= 2;
@@ -318,7 +324,7 @@ void kb_repo_set_compression(struct kb_repo *r, int level)
 
 void kb_repo_blob_id(struct kb_repo *r, const void *data, size_t len, uint8_t id[KB_ID_LEN])
 {
-        kb_crypto_blob_id(r->master.id_key, data, len, id);
+        kb_crypto_blob_id(r->id_hash, r->master.id_key, data, len, id);
 }
 
 int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *data, size_t len,

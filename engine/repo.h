@@ -40,10 +40,11 @@ enum {
         KB_REPO_NO_INDEX = 1 << 1,
 };
 
-/* Create a new repository at `location` protected by `password`. Fails with -EEXIST when one is
- * already there. */
+/* Create a new repository at `location` protected by `password`, naming chunks with `id_hash`
+ * ("keyed-blake3", "hmac-sha256"; NULL: the default, keyed BLAKE3). Fails with -EEXIST when one
+ * is already there. */
 int kb_repo_init(const char *location, const char *password, size_t pwlen,
-                 const struct kb_kdf_params *kdf, struct kb_err *err);
+                 const struct kb_kdf_params *kdf, const char *id_hash, struct kb_err *err);
 
 /* Open with a password: tries every key file; KB_EAUTH when none opens. Loads the index. */
 int kb_repo_open(const char *location, const char *password, size_t pwlen, int flags,

@@ -46,6 +46,7 @@ struct kb_repo {
         int zstd_level;
         int read_only;
         int blob_id_ad; /* blobs are sealed with their id as associated data (format 2) */
+        enum kb_id_hash id_hash;
 
         pthread_mutex_t lock; /* guards index, current, unindexed, inflight */
         pthread_cond_t cond;

@@ -37,7 +37,7 @@ static inline void ops_setup(void)
         strcpy(ops_dir, "/tmp/kbtest-ops-XXXXXX");
         cr_assert_not_null(mkdtemp(ops_dir));
         strcat(ops_dir, "/r");
-        cr_assert_eq(kb_repo_init(ops_dir, "pw", 2, &ops_fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(ops_dir, "pw", 2, &ops_fast, NULL, &e), 0, "%s", e.msg);
 }
 
 static inline void ops_teardown(void)

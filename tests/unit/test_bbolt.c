@@ -632,7 +632,7 @@ Test(bbolt, snapshot_chunks_in_repository)
 
         cr_assert_not_null(mkdtemp(dir));
         snprintf(rdir, sizeof(rdir), "%s/r", dir);
-        cr_assert_eq(kb_repo_init(rdir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(rdir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         cr_assert_eq(kb_repo_open(rdir, "pw", 2, 0, &repo, &e), 0, "%s", e.msg);
         /* Uneven chunk sizes, so pages straddle chunk boundaries. */
         srand(7);

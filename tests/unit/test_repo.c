@@ -53,8 +53,8 @@ Test(repo, init_then_wrong_password)
         struct kb_repo *r = NULL;
         struct kb_err e = {0};
 
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), -EEXIST);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), -EEXIST);
         cr_assert_eq(kb_repo_open(dir, "nope", 4, 0, &r, &e), KB_EAUTH);
         cr_assert_str_eq(e.msg, "wrong password");
         r = open_ok();
@@ -87,7 +87,7 @@ Test(repo, blobs_round_trip_and_dedup)
         struct kb_err e = {0};
         int i;
 
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         r = open_ok();
         cr_assert_eq(kb_saver_new(r, 2, 1 << 20, &s, &e), 0);
         g = kb_saver_group_new(s);
@@ -137,7 +137,7 @@ Test(repo, blob_read_from_the_wrong_place_is_refused)
         struct kb_repo *r;
         struct kb_err e = {0};
 
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         r = open_ok();
         kb_repo_blob_id(r, a, sizeof(a), ida);
         kb_repo_blob_id(r, b, sizeof(b), idb);
@@ -179,7 +179,7 @@ Test(repo, compression_levels_and_incompressible_chunks)
         for (size_t i = 0; i < SZ; i++)
                 text[i] = "kbackup compresses repeated words "[i % 34];
         randombytes_buf(noise, SZ);
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         r = open_ok();
         kb_repo_blob_id(r, text, SZ, id);
         cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, text, SZ, &res, &e), 0);
@@ -232,7 +232,7 @@ Test(repo, corrupted_byte_is_detected)
         int fd;
         uint8_t c;
 
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         r = open_ok();
         fill(data, sizeof(data), 7);
         kb_repo_blob_id(r, data, sizeof(data), id);
@@ -264,7 +264,7 @@ Test(repo, snapshots_save_list_find)
         struct kb_repo *r;
         struct kb_err e = {0};
 
-        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
         r = open_ok();
         s.kind = "volume";
         s.name = "ns/a";

@@ -60,7 +60,7 @@ static void setup(void)
         snprintf(src, sizeof(src), "%s/src", base);
         snprintf(dst, sizeof(dst), "%s/dst", base);
         cr_assert_eq(mkdir(src, 0755), 0);
-        cr_assert_eq(kb_repo_init(repo_dir, "pw", 2, &fast, &e), 0, "%s", e.msg);
+        cr_assert_eq(kb_repo_init(repo_dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
 }
 
 static void teardown(void)
