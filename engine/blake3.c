@@ -167,7 +167,9 @@ static void parent_cv(const struct hasher *h, const uint8_t pair[64], uint8_t ro
         store_cv(out, cv);
 }
 
-/* A subtree of 2..LEAF_CHUNKS chunks: every chunk's CV, then level after level of parents. */
+/* A subtree of 1..LEAF_CHUNKS chunks: every chunk's CV, then level after level of parents. A
+ * single chunk is the right half of a larger tree (a root spans more than one chunk here), so its
+ * CV is the subtree's. */
 static void leaf_subtree(const struct hasher *h, const uint8_t *in, size_t len, uint64_t counter,
                          uint8_t root, uint8_t out[32])
 {
@@ -188,7 +190,10 @@ static void leaf_subtree(const struct hasher *h, const uint8_t *in, size_t len, 
                 n = pairs + n % 2;
                 memcpy(cvs, next, 32 * n);
         }
-        parent_cv(h, cvs, root, out);
+        if (n == 1)
+                memcpy(out, cvs, 32);
+        else
+                parent_cv(h, cvs, root, out);
 }
 
 /* The CV of the subtree over in[0..len) (len > 1024), whose first chunk is number `counter`. */

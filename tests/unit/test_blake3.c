@@ -1,11 +1,13 @@
 /* test_blake3.c - BLAKE3 against the published test vectors (every tree shape up to 100 chunks),
- * and each SIMD kernel held to the portable one on random lengths, offsets and keys. */
+ * against b3sum (the BLAKE3 team's own Rust implementation, a Debian package) on random data up
+ * to 9 MiB, and each SIMD kernel held to the portable one on random lengths, offsets and keys. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blake3.h"
 #include "crypto.h"
@@ -165,4 +167,65 @@ Test(blake3, every_byte_and_the_key_matter)
         kb_blake3_keyed(key, in, 5000, out);
         cr_assert(memcmp(out, ref, 32) != 0);
         free(in);
+}
+
+/* b3sum's hex digest of `len` bytes, keyed (key on its standard input) or not. */
+static void b3sum(const uint8_t *data, size_t len, const uint8_t *key, char hex[65])
+{
+        char dir[] = "/tmp/kb-blake3-XXXXXX", file[64], keyfile[64], cmd[256];
+        FILE *f, *p;
+
+        cr_assert(mkdtemp(dir));
+        snprintf(file, sizeof(file), "%s/data", dir);
+        snprintf(keyfile, sizeof(keyfile), "%s/key", dir);
+        f = fopen(file, "wb");
+        cr_assert(f && fwrite(data, 1, len, f) == len && fclose(f) == 0);
+        f = fopen(keyfile, "wb");
+        cr_assert(f &&
+                  fwrite(key ? key : (const uint8_t *)"", 1, key ? 32 : 0, f) == (key ? 32 : 0) &&
+                  fclose(f) == 0);
+        snprintf(cmd, sizeof(cmd), "b3sum --no-names %s %s <%s", key ? "--keyed" : "", file,
+                 keyfile);
+        p = popen(cmd, "r");
+        cr_assert(p, "cannot run b3sum (scripts/setup.sh installs it)");
+        memset(hex, 0, 65);
+        cr_assert_eq(fread(hex, 1, 64, p), 64,
+                     "no digest from b3sum (scripts/setup.sh installs it)");
+        cr_assert_eq(pclose(p), 0);
+        unlink(file);
+        unlink(keyfile);
+        rmdir(dir);
+}
+
+Test(blake3, matches_b3sum)
+{
+        /* Every tree shape: one chunk, two, a right half of one chunk at several depths (129 and
+         * 1025 chunks), a whole power of two (8 MiB), and an odd size past it. */
+        static const size_t sizes[] = {0,
+                                       1,
+                                       1024,
+                                       1025,
+                                       64 * 1024 + 3,
+                                       129 * 1024,
+                                       129 * 1024 + 5,
+                                       (1 << 20) + 17,
+                                       8 << 20,
+                                       (9 << 20) - 3};
+        uint8_t *buf = malloc(9 << 20);
+
+        cr_assert(buf);
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                uint8_t key[32], out[32];
+                char want[65];
+
+                randombytes_buf(buf, sizes[i]);
+                randombytes_buf(key, sizeof(key));
+                b3sum(buf, sizes[i], key, want);
+                kb_blake3_keyed(key, buf, sizes[i], out);
+                assert_hex(out, want, "keyed, against b3sum", sizes[i]);
+                b3sum(buf, sizes[i], NULL, want);
+                kb_blake3(buf, sizes[i], out);
+                assert_hex(out, want, "plain, against b3sum", sizes[i]);
+        }
+        free(buf);
 }
