@@ -592,7 +592,7 @@ static int walk_affected(struct affect *a, const uint8_t *id)
                 if (a->path.s)
                         a->path.s[saved] = '\0';
         }
-        kbackup__tree__free_unpacked(t, NULL);
+        kb_repo_tree_free(t);
         if (found == 0 && kb_idmap_put(&c->clean, id, 0) < 0)
                 return kb_err_set(c->err, -ENOMEM, "out of memory");
         return found;

@@ -60,7 +60,7 @@ int kb_etcd_restore_file(struct kb_repo *repo, const Kbackup__Snapshot *snap, co
                          kb_progress_cb progress, void *cb_arg, struct kb_err *err);
 
 /* Find the snapshot file node (KB_ETCD_SNAPSHOT_FILE) in an etcd snapshot's tree. On success the
- * caller frees *tree (kbackup__tree__free_unpacked), which owns *node. KB_EUSAGE for a snapshot of
+ * caller frees *tree (kb_repo_tree_free), which owns *node. KB_EUSAGE for a snapshot of
  * another kind. */
 int kb_etcd_snapshot_node(struct kb_repo *repo, const Kbackup__Snapshot *snap, Kbackup__Tree **tree,
                           const Kbackup__Node **node, struct kb_err *err);

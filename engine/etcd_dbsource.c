@@ -168,11 +168,11 @@ int kb_etcd_snapshot_db_open(struct kb_repo *repo, const Kbackup__Snapshot *snap
          * chunk is authenticated as it is read). */
         src.size = node->size - KB_ETCD_TRAILER_LEN;
         src.arg = c;
-        kbackup__tree__free_unpacked(tree, NULL);
+        kb_repo_tree_free(tree);
         return kb_bbolt_open(&src, out, err);
 fail:
         if (c)
                 chunk_close(c);
-        kbackup__tree__free_unpacked(tree, NULL);
+        kb_repo_tree_free(tree);
         return rc;
 }

@@ -58,7 +58,7 @@ int kb_etcd_snapshot_node(struct kb_repo *repo, const Kbackup__Snapshot *snap, K
                         return 0;
                 }
         }
-        kbackup__tree__free_unpacked(*tree, NULL);
+        kb_repo_tree_free(*tree);
         *tree = NULL;
         return kb_err_set(err, KB_ECORRUPT, "etcd snapshot has no %s", KB_ETCD_SNAPSHOT_FILE);
 }
@@ -178,6 +178,6 @@ out:
         }
         kb_buf_free(&chunk);
         if (tree)
-                kbackup__tree__free_unpacked(tree, NULL);
+                kb_repo_tree_free(tree);
         return rc;
 }

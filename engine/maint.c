@@ -339,7 +339,7 @@ static int mark_snapshot(struct kb_repo *r, const struct kb_snapshot_list *l, si
                         if (rc == 0 && n->subtree.len == KB_ID_LEN && push(st, n->subtree.data) < 0)
                                 rc = kb_err_set(err, -ENOMEM, "out of memory");
                 }
-                kbackup__tree__free_unpacked(t, NULL);
+                kb_repo_tree_free(t);
         }
         return rc;
 }

@@ -174,5 +174,10 @@ int kb_repo_tree_save(struct kb_repo *r, const Kbackup__Tree *tree, uint8_t id[K
                       struct kb_save_result *res, struct kb_err *err);
 int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__Tree **out,
                       struct kb_err *err);
+/* An empty tree that kb_repo_tree_free takes (0 or -ENOMEM). */
+int kb_repo_tree_new_empty(Kbackup__Tree **out);
+/* Free a tree from kb_repo_tree_load or kb_repo_tree_new_empty (never with protobuf-c's own
+ * free: it lives in an arena). NULL is fine. */
+void kb_repo_tree_free(Kbackup__Tree *t);
 
 #endif

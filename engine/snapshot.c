@@ -1,6 +1,8 @@
 /* snapshot.c - snapshot records (store, list, resolve "latest" and id prefixes) and tree blobs. */
 #include "repo.h"
 
+#include "arena.h"
+
 #include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -243,6 +245,65 @@ int kb_repo_tree_save(struct kb_repo *r, const Kbackup__Tree *tree, uint8_t id[K
         return rc;
 }
 
+/* A parsed tree lives in an arena of its own (arena.h): a directory of a thousand files is
+ * thousands of small fields, which malloc would hand out and take back one by one, and restore
+ * frees each tree on a worker thread while the walking thread allocates the next, so the two
+ * contended for malloc's lock. The arena's own record starts its first block, right before the
+ * tree (protobuf-c allocates the message first), so kb_repo_tree_free finds it from the tree. */
+#define TREE_HEAD_LEN  16 /* sizeof(struct kb_arena), rounded to the arena's alignment */
+#define TREE_SIZE_MULT 4  /* a parsed tree takes about 2-4 times its encoded size */
+
+static void *tree_alloc(void *arena, size_t n)
+{
+        return kb_arena_alloc(arena, n);
+}
+
+static void tree_nofree(void *arena, void *p)
+{
+        (void)arena;
+        (void)p;
+}
+
+static struct kb_arena *tree_arena_new(size_t encoded_len)
+{
+        struct kb_arena a = {.first_block = TREE_SIZE_MULT * encoded_len + 4096}, *home;
+
+        _Static_assert(sizeof(struct kb_arena) <= TREE_HEAD_LEN, "tree arena record too big");
+        home = kb_arena_alloc(&a, TREE_HEAD_LEN);
+        if (home)
+                *home = a;
+        return home;
+}
+
+static void tree_arena_free(struct kb_arena *home)
+{
+        struct kb_arena a = *home; /* home is inside the blocks being freed */
+
+        kb_arena_free(&a);
+}
+
+/* Parse into a new arena; *out NULL when the record does not parse. Returns 0, -ENOMEM, or
+ * -ENOTSUP when protobuf-c did not allocate the message first (kb_repo_tree_free relies on it). */
+static int tree_parse(const uint8_t *data, size_t len, Kbackup__Tree **out)
+{
+        struct kb_arena *home = tree_arena_new(len);
+        ProtobufCAllocator al = {tree_alloc, tree_nofree, home};
+        Kbackup__Tree *t;
+
+        *out = NULL;
+        if (!home)
+                return -ENOMEM;
+        t = data ? kbackup__tree__unpack(&al, len, data) : tree_alloc(home, sizeof(*t));
+        if (t && !data)
+                kbackup__tree__init(t);
+        if (!t || (char *)t != (char *)home + TREE_HEAD_LEN) {
+                tree_arena_free(home);
+                return t ? -ENOTSUP : 0;
+        }
+        *out = t;
+        return 0;
+}
+
 int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__Tree **out,
                       struct kb_err *err)
 {
@@ -252,11 +313,30 @@ int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__T
         rc = kb_repo_blob_load(r, id, &plain, err);
         if (rc < 0)
                 return rc;
-        *out = kbackup__tree__unpack(NULL, plain.len, plain.data);
+        rc = tree_parse(plain.data, plain.len, out);
         kb_buf_free(&plain);
+        if (rc == -ENOTSUP)
+                return kb_err_set(err, rc,
+                                  "internal error: this protobuf-c lays out a parsed "
+                                  "directory record in an unexpected order");
+        if (rc < 0)
+                return kb_err_set(err, rc, "out of memory reading a directory record");
         if (!*out)
                 return kb_err_set(err, KB_ECORRUPT, "a directory record does not parse");
         return 0;
+}
+
+int kb_repo_tree_new_empty(Kbackup__Tree **out)
+{
+        int rc = tree_parse(NULL, 0, out);
+
+        return rc < 0 ? -ENOMEM : *out ? 0 : -ENOMEM;
+}
+
+void kb_repo_tree_free(Kbackup__Tree *t)
+{
+        if (t)
+                tree_arena_free((struct kb_arena *)((char *)t - TREE_HEAD_LEN));
 }
 
 int kb_repo_snapshot_list_indexed(struct kb_repo *r, struct kb_snapshot_list *out,

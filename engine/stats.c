@@ -63,7 +63,7 @@ static int tree_total(struct sctx *c, const uint8_t *id, struct tree_sum *out)
                         sum.dirs += sub.dirs;
                 }
         }
-        kbackup__tree__free_unpacked(t, NULL);
+        kb_repo_tree_free(t);
         if (rc < 0)
                 return rc;
         if (c->nsums == c->cap) {

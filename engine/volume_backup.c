@@ -211,7 +211,7 @@ static int backup_subdir(struct bctx *c, int dirfd, const char *name, const stru
         rc = backup_dir(c, n, a, g);
         c->prev = outer;
         if (inner)
-                kbackup__tree__free_unpacked(inner, NULL);
+                kb_repo_tree_free(inner);
         int prc = kb_dirstack_pop(&c->ds);
         if (rc == 0 && prc < 0)
                 rc =
@@ -745,7 +745,7 @@ done:
         kb_relpath_free(&c.path);
         kb_arena_free(&root_arena);
         if (prev_root)
-                kbackup__tree__free_unpacked(prev_root, NULL);
+                kb_repo_tree_free(prev_root);
         free(src);
         if (rc == 0 && c.errors)
                 rc = kb_err_set(err, KB_EPARTIAL,

@@ -11,19 +11,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "arena.h"
 #include "err.h"
 #include "repo.h"
 
-/* Bump allocator. A directory's nodes, names, xattrs and chunk ids live here until its tree blob
- * is written; memory handed out never moves, which the saver's id slots rely on. */
-struct kb_arena_block;
-struct kb_arena {
-        struct kb_arena_block *head;
-};
-/* 16-byte aligned; NULL when out of memory. */
-void *kb_arena_alloc(struct kb_arena *a, size_t n);
-void *kb_arena_dup(struct kb_arena *a, const void *p, size_t n);
-void kb_arena_free(struct kb_arena *a);
+/* A directory's nodes, names, xattrs and chunk ids live in a kb_arena until its tree blob is
+ * written; memory handed out never moves, which the saver's id slots rely on. */
 
 /* A relative path ("dir/sub/file", "" for the root) built one component at a time. */
 struct kb_relpath {
@@ -80,10 +73,9 @@ int kb_volname_valid(const ProtobufCBinaryData *name);
 const Kbackup__Node *kb_voltree_find(const Kbackup__Tree *t, const char *name, size_t len);
 
 /* Load a directory node's tree; a directory without a subtree id is empty. Free with
- * kb_voltree_free. */
+ * kb_repo_tree_free. */
 int kb_voltree_load(struct kb_repo *repo, const ProtobufCBinaryData *id, Kbackup__Tree **out,
                     struct kb_err *err);
-void kb_voltree_free(Kbackup__Tree *t);
 
 /* Check that a snapshot is a volume snapshot whose root tree id is absent (empty) or valid. */
 int kb_volsnap_check(const Kbackup__Snapshot *snap, struct kb_err *err);

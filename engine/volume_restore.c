@@ -408,7 +408,7 @@ static int restore_node(struct rctx *c, const Kbackup__Node *n, const char *name
 /* The entries of the directory with tree `id` into the directory at the top of the stack. */
 static void tree_release(void *t)
 {
-        kb_voltree_free(t);
+        kb_repo_tree_free(t);
 }
 
 static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
@@ -430,7 +430,7 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
         c->group = kb_restore_group_new(c->pool, tree_release, t);
         if (!c->group) {
                 c->group = parent;
-                kb_voltree_free(t);
+                kb_repo_tree_free(t);
                 return kb_err_set(c->err, -ENOMEM, "out of memory");
         }
         for (size_t i = 0; i < t->n_nodes && rc == 0; i++) {
@@ -712,7 +712,7 @@ out:
         }
         kb_dirstack_free(&c.ds);
         for (size_t i = 0; trees && i < k; i++)
-                kb_voltree_free(trees[i]);
+                kb_repo_tree_free(trees[i]);
         free(trees);
         free(chain);
         free(comp);

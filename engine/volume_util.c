@@ -1,6 +1,6 @@
-/* volume_util.c - small helpers shared by volume backup, restore and walk: an arena for a
- * directory's metadata, relative path strings, the directory descriptor stack that keeps deep
- * trees within a bounded number of open files, and tree lookups. */
+/* volume_util.c - small helpers shared by volume backup, restore and walk: relative path strings,
+ * the directory descriptor stack that keeps deep trees within a bounded number of open files, and
+ * tree lookups. */
 #include "volume_int.h"
 
 #include <errno.h>
@@ -10,67 +10,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define ARENA_BLOCK (64 * 1024)
-
-struct kb_arena_block {
-        struct kb_arena_block *next;
-        size_t used, cap;
-        _Alignas(16) unsigned char data[];
-};
-
-void *kb_arena_alloc(struct kb_arena *a, size_t n)
-{
-        struct kb_arena_block *b = a->head;
-        void *p;
-
-        n = (n + 15) & ~(size_t)15;
-        if (!n)
-                n = 16;
-        if (!b || b->cap - b->used < n) {
-                size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
-
-                b = malloc(sizeof(*b) + cap);
-                if (!b)
-                        return NULL;
-                b->used = 0;
-                b->cap = cap;
-                if (cap == n && a->head) {
-                        /* A big one-off: keep filling the current block afterwards. */
-                        b->next = a->head->next;
-                        a->head->next = b;
-                } else {
-                        b->next = a->head;
-                        a->head = b;
-                }
-        }
-        p = b->data + b->used;
-        b->used += n;
-        return p;
-}
-
-void *kb_arena_dup(struct kb_arena *a, const void *p, size_t n)
-{
-        void *q = kb_arena_alloc(a, n + 1);
-
-        if (q) {
-                if (n)
-                        memcpy(q, p, n);
-                ((char *)q)[n] = '\0';
-        }
-        return q;
-}
-
-void kb_arena_free(struct kb_arena *a)
-{
-        struct kb_arena_block *b = a->head, *next;
-
-        for (; b; b = next) {
-                next = b->next;
-                free(b);
-        }
-        a->head = NULL;
-}
 
 int kb_relpath_push(struct kb_relpath *p, const void *name, size_t n, size_t *saved)
 {
@@ -280,25 +219,13 @@ const Kbackup__Node *kb_voltree_find(const Kbackup__Tree *t, const char *name, s
 int kb_voltree_load(struct kb_repo *repo, const ProtobufCBinaryData *id, Kbackup__Tree **out,
                     struct kb_err *err)
 {
-        if (!id->len) {
-                Kbackup__Tree *t = malloc(sizeof(*t));
-
-                if (!t)
-                        return kb_err_set(err, -ENOMEM, "out of memory");
-                kbackup__tree__init(t);
-                *out = t;
-                return 0;
-        }
+        if (!id->len)
+                return kb_repo_tree_new_empty(out) < 0 ? kb_err_set(err, -ENOMEM, "out of memory")
+                                                       : 0;
         if (id->len != KB_ID_LEN)
                 return kb_err_set(err, KB_ECORRUPT, "tree id has %zu bytes, expected %d", id->len,
                                   KB_ID_LEN);
         return kb_repo_tree_load(repo, id->data, out, err);
-}
-
-void kb_voltree_free(Kbackup__Tree *t)
-{
-        if (t)
-                kbackup__tree__free_unpacked(t, NULL);
 }
 
 int kb_volsnap_check(const Kbackup__Snapshot *snap, struct kb_err *err)

@@ -46,7 +46,7 @@ static int walk_tree(struct wctx *w, const ProtobufCBinaryData *id)
                         rc = walk_tree(w, &n->subtree);
                 kb_relpath_pop(&w->path, saved);
         }
-        kb_voltree_free(t);
+        kb_repo_tree_free(t);
         return rc;
 }
 
@@ -78,7 +78,7 @@ int kb_volume_walk(struct kb_repo *repo, const Kbackup__Snapshot *snap, const ch
                 rc = kb_voltree_load(repo, id, &next, err);
                 if (rc < 0)
                         goto out;
-                kb_voltree_free(t);
+                kb_repo_tree_free(t);
                 t = next;
                 n = kb_voltree_find(t, p, len);
                 if (!n || (slash && n->type != KBACKUP__NODE_TYPE__NODE_DIR)) {
@@ -100,7 +100,7 @@ int kb_volume_walk(struct kb_repo *repo, const Kbackup__Snapshot *snap, const ch
         }
         rc = walk_tree(&w, id);
 out:
-        kb_voltree_free(t);
+        kb_repo_tree_free(t);
         kb_relpath_free(&w.path);
         free(rel);
         return rc;
