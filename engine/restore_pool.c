@@ -99,6 +99,7 @@ struct kb_restore_pool {
         pthread_cond_t done; /* the walking thread may go on (see wake_walker_locked) */
         struct job *head, *tail;
         size_t queued;     /* jobs waiting in the queue */
+        unsigned idle;     /* workers waiting for a job */
         size_t files_open; /* handed over and not finished */
         /* The walking thread sleeps until both counts are down to these. */
         int walker_waiting;
@@ -106,6 +107,7 @@ struct kb_restore_pool {
         int stop;
         struct warning *warn_head, **warn_tail;
         uint64_t warn_lost; /* counted warnings that could not be queued */
+        _Atomic int warned; /* warnings wait: kb_restore_pool_poll takes the lock only then */
         _Atomic int rc;     /* first fatal error */
         struct kb_err err;
         _Atomic uint64_t files, bytes;
@@ -129,6 +131,7 @@ static void queue_warning(struct kb_restore_pool *p, int counted, char *msg)
                 if (counted)
                         p->warn_lost++;
         }
+        atomic_store(&p->warned, 1);
         pthread_mutex_unlock(&p->lock);
 }
 
@@ -153,6 +156,7 @@ static void deliver_locked(struct kb_restore_pool *p)
         struct warning *w = p->warn_head;
         uint64_t lost = p->warn_lost;
 
+        atomic_store(&p->warned, 0);
         if (!w && !lost)
                 return;
         p->warn_head = NULL;
@@ -518,8 +522,11 @@ static void *worker(void *arg)
                 struct job *j;
 
                 pthread_mutex_lock(&p->lock);
-                while (!p->head && !p->stop)
+                while (!p->head && !p->stop) {
+                        p->idle++;
                         pthread_cond_wait(&p->work, &p->lock);
+                        p->idle--;
+                }
                 j = p->head;
                 if (!j) {
                         pthread_mutex_unlock(&p->lock);
@@ -616,6 +623,9 @@ int kb_restore_pool_poll(struct kb_restore_pool *p, struct kb_err *err)
 {
         int rc;
 
+        /* Called for every entry: nothing to deliver and no error is the common case. */
+        if (!atomic_load(&p->warned) && !atomic_load(&p->rc))
+                return 0;
         pthread_mutex_lock(&p->lock);
         deliver_locked(p);
         rc = status_locked(p, err);
@@ -705,7 +715,9 @@ static int submit(struct kb_restore_pool *p, struct job *j)
                 p->head = j;
         p->tail = j;
         p->queued++;
-        pthread_cond_signal(&p->work);
+        /* Signalling a condition nobody waits on still costs glibc a lot of bookkeeping. */
+        if (p->idle)
+                pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->lock);
         return 0;
 }
