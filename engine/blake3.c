@@ -229,7 +229,8 @@ static void kernel_choose(void)
 #if defined(__x86_64__)
         __builtin_cpu_init();
         have_avx2 = kb_b3_many_avx2 && __builtin_cpu_supports("avx2");
-        have_avx512 = kb_b3_many_avx512 && __builtin_cpu_supports("avx512f");
+        /* The AVX-512 kernel runs its small groups on the AVX2 one. */
+        have_avx512 = have_avx2 && kb_b3_many_avx512 && __builtin_cpu_supports("avx512f");
 #endif
         if (have_avx512) {
                 kernel_many = kb_b3_many_avx512;
