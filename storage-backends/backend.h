@@ -3,7 +3,9 @@
  * A backend stores immutable, named objects grouped by type. The engine never rewrites or appends
  * to an object: put() either creates a whole object atomically or fails, so a reader (or a replica
  * such as a SnapMirror destination) never sees a partial object. Names are lowercase hex ids or
- * short fixed words; the backend decides how to lay them out (directories, key prefixes). */
+ * short fixed words; the backend decides how to lay them out (directories, key prefixes). A pack
+ * is named by the SHA-256 of its bytes (the repository format), which a backend may use as the
+ * body's hash instead of hashing 16 MiB again. */
 #ifndef KB_BACKEND_H
 #define KB_BACKEND_H
 

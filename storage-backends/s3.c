@@ -63,6 +63,17 @@ static int valid_pack_name(const char *name)
         return valid_name(name) && lower_hex(name[0]) && lower_hex(name[1]);
 }
 
+/* A pack named like a SHA-256 (backend.h): its name is the payload hash a PUT must carry. */
+static int is_sha256_hex(const char *name)
+{
+        size_t i;
+
+        for (i = 0; name[i]; i++)
+                if (!lower_hex(name[i]))
+                        return 0;
+        return i == 64;
+}
+
 /* The full key of an object; `name` is replaced by the fixed word for marker and config. */
 static int object_key(struct s3_backend *s3, enum kb_obj_type type, const char **name, char *key,
                       size_t n, struct kb_err *err)
@@ -222,6 +233,7 @@ static int s3_put(struct kb_backend *be, enum kb_obj_type type, const char *name
                 req.body = data;
                 req.body_len = len;
                 req.has_body = 1;
+                req.body_sha256 = type == KB_OBJ_PACK && is_sha256_hex(name) ? name : NULL;
                 if (s3_put_headers(s3, type, data, len, conditional, &req.headers) < 0)
                         return kb_err_set(err, -ENOMEM, "S3 PUT: out of memory");
                 r = s3_perform(s3, &req, err);

@@ -59,6 +59,7 @@ struct s3_req {
         const void *body;   /* request body for PUT/POST */
         size_t body_len;
         int has_body;
+        const char *body_sha256;    /* the body's SHA-256 (lowercase hex) when known, or NULL */
         struct curl_slist *headers; /* extra headers (signed along), owned by the caller */
         int range;                  /* send "Range: bytes=range_off-[range_off+range_len-1]" */
         uint64_t range_off;

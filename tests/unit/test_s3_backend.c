@@ -179,8 +179,14 @@ static int has_name(const struct collect *c, const char *name)
         return 0;
 }
 
-#define PACK_NAME "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809"
-#define ID_NAME   "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
+#define ID_NAME "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+/* A pack is named by the SHA-256 of its bytes (backend.h): the backend sends the name as the
+ * PUT's payload hash, which S3 checks against the body. */
+static void pack_name(const void *d, size_t n, char name[65])
+{
+        s3_sha256_hex(d, n, name);
+}
 
 Test(s3, every_type_round_trips)
 {
@@ -190,12 +196,12 @@ Test(s3, every_type_round_trips)
         struct kb_backend *be = open_fresh("types");
         struct collect *c = calloc(1, sizeof(*c));
         struct kb_err err = {0};
-        char body[300];
+        char body[300], pname[65];
         size_t i;
 
         for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
                 enum kb_obj_type t = types[i];
-                const char *name = t == KB_OBJ_PACK ? PACK_NAME : ID_NAME;
+                const char *name = t == KB_OBJ_PACK ? pname : ID_NAME;
                 const char *listed = t == KB_OBJ_MARKER   ? "kbackup"
                                      : t == KB_OBJ_CONFIG ? "config"
                                                           : name;
@@ -203,6 +209,7 @@ Test(s3, every_type_round_trips)
 
                 cr_assert_eq(list_count(be, t, c), 0, "type %d not empty at first", t);
                 snprintf(body, sizeof(body), "object of type %d", t);
+                pack_name(body, strlen(body) + i, pname);
                 put_ok(be, t, name, body, strlen(body) + i);
                 expect_content(be, t, name, body, strlen(body) + i);
                 cr_assert_eq(list_count(be, t, c), 1, "type %d lists %d", t, c->n);
@@ -247,34 +254,34 @@ Test(s3, ranges_and_missing_objects)
         struct kb_buf b = KB_BUF_INIT;
         struct kb_err err = {0};
         unsigned char data[1000];
+        char pname[65];
         uint64_t size;
         int r, i;
 
         for (i = 0; i < 1000; i++)
                 data[i] = (unsigned char)(i * 7 + 3);
-        put_ok(be, KB_OBJ_PACK, PACK_NAME, data, sizeof(data));
+        pack_name(data, sizeof(data), pname);
+        put_ok(be, KB_OBJ_PACK, pname, data, sizeof(data));
 
         kb_buf_append(&b, "xy", 2); /* get appends */
-        r = kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 100, 50, &b, &err);
+        r = kb_backend_get(be, KB_OBJ_PACK, pname, 100, 50, &b, &err);
         cr_assert_eq(r, 0, "%s", err.msg);
         cr_assert_eq(b.len, 52);
         cr_assert(memcmp(b.data, "xy", 2) == 0 && memcmp(b.data + 2, data + 100, 50) == 0);
 
         kb_buf_reset(&b);
-        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 990, 0, &b, &err), 0, "%s",
-                     err.msg);
+        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, pname, 990, 0, &b, &err), 0, "%s", err.msg);
         cr_assert(b.len == 10 && memcmp(b.data, data + 990, 10) == 0);
 
         kb_buf_reset(&b);
-        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 1000, 0, &b, &err), 0, "%s",
-                     err.msg);
+        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, pname, 1000, 0, &b, &err), 0, "%s", err.msg);
         cr_assert_eq(b.len, 0);
 
-        r = kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 990, 20, &b, &err);
+        r = kb_backend_get(be, KB_OBJ_PACK, pname, 990, 20, &b, &err);
         cr_assert_eq(r, -EIO, "short range: %d %s", r, err.msg);
         cr_assert(strstr(err.msg, "truncated"), "%s", err.msg);
         cr_assert_eq(b.len, 0, "a failed get leaves the buffer as it was");
-        r = kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 2000, 0, &b, &err);
+        r = kb_backend_get(be, KB_OBJ_PACK, pname, 2000, 0, &b, &err);
         cr_assert_eq(r, -EIO, "past the end: %d %s", r, err.msg);
 
         r = kb_backend_get(be, KB_OBJ_INDEX, ID_NAME, 0, 0, &b, &err);
@@ -371,20 +378,22 @@ Test(s3, list_skips_keys_that_are_not_objects)
         struct kb_backend *be = open_fresh("strays");
         struct s3_backend *s3 = (struct s3_backend *)be;
         struct collect *c = calloc(1, sizeof(*c));
-        char key[512];
+        char key[512], pname[65];
 
-        put_ok(be, KB_OBJ_PACK, PACK_NAME, "p", 1);
+        pack_name("p", 1, pname);
+        put_ok(be, KB_OBJ_PACK, pname, "p", 1);
         put_ok(be, KB_OBJ_KEY, "k1", "k", 1);
-        snprintf(key, sizeof(key), "%sdata/ff/%s", s3->prefix, PACK_NAME); /* wrong xx */
+        snprintf(key, sizeof(key), "%sdata/%s/%s", s3->prefix, pname[0] == 'f' ? "00" : "ff",
+                 pname); /* wrong xx */
         raw_put(be, key);
-        snprintf(key, sizeof(key), "%sdata/1a/sub/%s", s3->prefix, PACK_NAME);
+        snprintf(key, sizeof(key), "%sdata/%.2s/sub/%s", s3->prefix, pname, pname);
         raw_put(be, key);
         snprintf(key, sizeof(key), "%skeys/sub/k2", s3->prefix);
         raw_put(be, key);
         snprintf(key, sizeof(key), "%skeys-not/k3", s3->prefix);
         raw_put(be, key);
         cr_assert_eq(list_count(be, KB_OBJ_PACK, c), 1);
-        cr_assert_str_eq(c->names[0], PACK_NAME);
+        cr_assert_str_eq(c->names[0], pname);
         cr_assert_eq(list_count(be, KB_OBJ_KEY, c), 1);
         cr_assert_str_eq(c->names[0], "k1");
         free(c);
@@ -868,14 +877,16 @@ Test(s3, batched_delete)
 Test(s3, object_lock_and_encryption_headers_are_accepted)
 {
         struct kb_backend *be;
+        char pname[65];
 
         setenv("KBACKUP_S3_RETENTION_DAYS", "1", 1);
         setenv("KBACKUP_S3_RETENTION_MODE", "governance", 1);
         setenv("KBACKUP_S3_SSE", "AES256", 1);
         setenv("KBACKUP_S3_STORAGE_CLASS", "STANDARD_IA", 1);
         be = open_fresh("lock");
-        put_ok(be, KB_OBJ_PACK, PACK_NAME, "locked", 6);
-        expect_content(be, KB_OBJ_PACK, PACK_NAME, "locked", 6);
+        pack_name("locked", 6, pname);
+        put_ok(be, KB_OBJ_PACK, pname, "locked", 6);
+        expect_content(be, KB_OBJ_PACK, pname, "locked", 6);
         put_ok(be, KB_OBJ_LOCK, "l", "x", 1);
         kb_backend_close(be);
 }
@@ -932,7 +943,7 @@ static void *par_put_one(void *arg)
         struct kb_err err = {0};
         char name[80];
 
-        snprintf(name, sizeof(name), "%02x%062d", p->idx, p->idx);
+        pack_name(p->data, p->len, name);
         p->rc = kb_backend_put(p->be, KB_OBJ_PACK, name, p->data, p->len, &err);
         return NULL;
 }
@@ -950,16 +961,18 @@ Test(s3_perf, put_get_throughput, .timeout = 300)
         pthread_t th[4];
         struct kb_backend *be;
         double t0, put_s, get_s, par_s;
+        char pname[65];
 
         cr_assert(data && mb > 0);
         for (i = 0; i < len; i++)
                 data[i] = (unsigned char)((i * 2654435761u) >> 13);
         be = open_fresh("perf");
         t0 = now();
-        put_ok(be, KB_OBJ_PACK, PACK_NAME, data, len);
+        pack_name(data, len, pname);
+        put_ok(be, KB_OBJ_PACK, pname, data, len);
         put_s = now() - t0;
         t0 = now();
-        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, PACK_NAME, 0, 0, &b, &err), 0, "%s", err.msg);
+        cr_assert_eq(kb_backend_get(be, KB_OBJ_PACK, pname, 0, 0, &b, &err), 0, "%s", err.msg);
         get_s = now() - t0;
         cr_assert(b.len == len && memcmp(b.data, data, len) == 0);
         /* Four quarter-size objects at once, as the engine's pack writers do. */
