@@ -196,7 +196,8 @@ static void leaf_subtree(const struct hasher *h, const uint8_t *in, size_t len, 
                 parent_cv(h, cvs, root, out);
 }
 
-/* The CV of the subtree over in[0..len) (len > 1024), whose first chunk is number `counter`. */
+/* The CV of the subtree over in[0..len) (len >= 1), whose first chunk is number `counter`; with
+ * `root` (the whole input, then more than one chunk), the hash. */
 static void subtree(const struct hasher *h, const uint8_t *in, size_t len, uint64_t counter,
                     uint8_t root, uint8_t out[32])
 {

@@ -293,9 +293,7 @@ static int tree_parse(const uint8_t *data, size_t len, Kbackup__Tree **out)
         *out = NULL;
         if (!home)
                 return -ENOMEM;
-        t = data ? kbackup__tree__unpack(&al, len, data) : tree_alloc(home, sizeof(*t));
-        if (t && !data)
-                kbackup__tree__init(t);
+        t = kbackup__tree__unpack(&al, len, data);
         if (!t || (char *)t != (char *)home + TREE_HEAD_LEN) {
                 tree_arena_free(home);
                 return t ? -ENOTSUP : 0;
@@ -328,9 +326,17 @@ int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__T
 
 int kb_repo_tree_new_empty(Kbackup__Tree **out)
 {
-        int rc = tree_parse(NULL, 0, out);
+        struct kb_arena *home = tree_arena_new(0);
 
-        return rc < 0 ? -ENOMEM : *out ? 0 : -ENOMEM;
+        /* The first allocation after the arena's record, as kb_repo_tree_free expects. */
+        *out = home ? kb_arena_alloc(home, sizeof(**out)) : NULL;
+        if (!*out) {
+                if (home)
+                        tree_arena_free(home);
+                return -ENOMEM;
+        }
+        kbackup__tree__init(*out);
+        return 0;
 }
 
 void kb_repo_tree_free(Kbackup__Tree *t)

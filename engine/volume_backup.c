@@ -210,8 +210,7 @@ static int backup_subdir(struct bctx *c, int dirfd, const char *name, const stru
         c->prev = inner;
         rc = backup_dir(c, n, a, g);
         c->prev = outer;
-        if (inner)
-                kb_repo_tree_free(inner);
+        kb_repo_tree_free(inner);
         int prc = kb_dirstack_pop(&c->ds);
         if (rc == 0 && prc < 0)
                 rc =
@@ -744,8 +743,7 @@ done:
         idcache_free(&c.groups);
         kb_relpath_free(&c.path);
         kb_arena_free(&root_arena);
-        if (prev_root)
-                kb_repo_tree_free(prev_root);
+        kb_repo_tree_free(prev_root);
         free(src);
         if (rc == 0 && c.errors)
                 rc = kb_err_set(err, KB_EPARTIAL,

@@ -61,6 +61,40 @@ Test(repo, init_then_wrong_password)
         kb_repo_close(r);
 }
 
+/* init --id-hash decides how every chunk is named, for the repository's life: what is stored in
+ * its config comes back at open and names the chunks (default: keyed BLAKE3). */
+Test(repo, id_hash_is_chosen_at_init_and_kept)
+{
+        static const struct {
+                const char *arg;
+                enum kb_id_hash want, other;
+        } cases[] = {{NULL, KB_ID_BLAKE3, KB_ID_HMAC_SHA256},
+                     {"keyed-blake3", KB_ID_BLAKE3, KB_ID_HMAC_SHA256},
+                     {"hmac-sha256", KB_ID_HMAC_SHA256, KB_ID_BLAKE3}};
+        char path[96];
+        struct kb_err e = {0};
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                uint8_t got[KB_ID_LEN], want[KB_ID_LEN], other[KB_ID_LEN];
+                struct kb_repo *r = NULL;
+
+                snprintf(path, sizeof(path), "%s%zu", dir, i);
+                cr_assert_eq(kb_repo_init(path, "pw", 2, &fast, cases[i].arg, &e), 0, "%s", e.msg);
+                cr_assert_eq(kb_repo_open(path, "pw", 2, 0, &r, &e), 0, "%s", e.msg);
+                kb_repo_blob_id(r, "chunk", 5, got);
+                kb_crypto_blob_id(cases[i].want, r->master.id_key, "chunk", 5, want);
+                kb_crypto_blob_id(cases[i].other, r->master.id_key, "chunk", 5, other);
+                cr_assert(memcmp(got, want, KB_ID_LEN) == 0, "--id-hash %s: wrong hash",
+                          cases[i].arg ? cases[i].arg : "(default)");
+                cr_assert(memcmp(got, other, KB_ID_LEN) != 0);
+                kb_repo_close(r);
+        }
+        snprintf(path, sizeof(path), "%sx", dir);
+        cr_assert_eq(kb_repo_init(path, "pw", 2, &fast, "sha1", &e), -EINVAL);
+        cr_assert(strstr(e.msg, "unknown id hash"), "%s", e.msg);
+        cr_assert_eq(access(path, F_OK), -1, "a refused init left %s behind", path);
+}
+
 Test(repo, open_missing_is_clear)
 {
         struct kb_repo *r = NULL;
