@@ -221,7 +221,7 @@ int kb_fsmeta_apply(int fd, int dirfd, const char *name, const Kbackup__Node *n,
                         errors += counted;
                 }
         }
-        if (!is_link) {
+        if (!is_link && (!(flags & KB_FSMETA_MODE_SET) || n->n_xattrs)) {
                 mode_t mode = n->mode & 07777;
 
                 r = fd >= 0 ? fchmod(fd, mode) : fchmodat(dirfd, name, mode, 0);
@@ -243,4 +243,25 @@ int kb_fsmeta_apply(int fd, int dirfd, const char *name, const Kbackup__Node *n,
                 }
         }
         return errors;
+}
+
+int kb_fsmeta_umask(mode_t *out)
+{
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        int rc = -ENOENT;
+
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof(line), f)) {
+                unsigned mask;
+
+                if (sscanf(line, "Umask: %o", &mask) == 1) {
+                        *out = (mode_t)(mask & 0777);
+                        rc = 0;
+                        break;
+                }
+        }
+        fclose(f);
+        return rc;
 }

@@ -30,6 +30,9 @@ typedef void (*kb_fsmeta_report_cb)(void *arg, const char *what, int errnum, int
 enum {
         KB_FSMETA_OWNER = 1 << 0, /* chown to the recorded uid/gid */
         KB_FSMETA_TIMES = 1 << 1, /* set atime/mtime */
+        /* The entry was created with its recorded permission bits: no chmod, unless an xattr (a
+         * POSIX ACL) was set, which may have changed them. */
+        KB_FSMETA_MODE_SET = 1 << 2,
 };
 
 /* Apply ownership, xattrs, mode and times in the only order that keeps them all: chown first (it
@@ -38,5 +41,9 @@ enum {
  * for kb_fsmeta_read_xattrs. Returns the number of counted problems. */
 int kb_fsmeta_apply(int fd, int dirfd, const char *name, const Kbackup__Node *n, int flags,
                     kb_fsmeta_report_cb report, void *arg);
+
+/* This process's umask, read without changing it (umask(2) would, for every thread). Returns 0,
+ * or -errno when the kernel does not tell (before Linux 4.7). */
+int kb_fsmeta_umask(mode_t *out);
 
 #endif

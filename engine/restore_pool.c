@@ -1,4 +1,5 @@
-/* restore_pool.c - worker threads that load, verify and write restored files' content.
+/* restore_pool.c - worker threads that create restored files and load, verify and write their
+ * content.
  *
  * A file's chunk list is cut into jobs of consecutive chunks (JOB_BYTES of plaintext, known from
  * the index without reading anything); a job knows where in the file its first chunk goes, so jobs
@@ -14,10 +15,16 @@
  * file is cut there, so it keeps exactly the bytes before the damage.
  *
  * One mutex guards the queue, the counters of open files and groups, the problem messages and the
- * warning queue; it is taken a few times per job (several MiB), never while reading or writing. */
+ * warning queue; it is taken a few times per job (several MiB), never while reading or writing.
+ *
+ * A file handed over by name is created by the worker that runs its only job (or, without any
+ * job, by whoever finishes it): the walking thread, which creates directories and hands files
+ * over in walk order, then stops for nothing but the tree it reads. Files of more than one job
+ * are created by the walking thread, so no job of one ever waits for another to create it. */
 #include "restore_pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -25,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +46,9 @@
 #define DEFAULT_FILES    256
 #define TICK_NSEC        250000000L
 #define NO_PROBLEM       UINT64_MAX
+/* rfile.fd before a worker created the file, and after its creation failed. */
+#define FD_LATER  (-2)
+#define FD_FAILED (-1)
 /* Pack reads: windows of READ_WINDOW bytes, two more than the workers (a worker holds at most
  * one at a time, so one is free to read into), at most READ_WINDOWS_MAX (past 14 workers one that
  * finds none free reads its chunk alone). The cache thus holds at most READ_WINDOWS_MAX x
@@ -59,12 +70,14 @@ struct rfile {
         Kbackup__Extent one; /* the whole file, for a file without recorded extents */
         Kbackup__Extent **ext;
         size_t next;
-        int fd;
+        int fd;                  /* or FD_LATER / FD_FAILED */
+        const char *name;        /* for FD_LATER: in the group's directory */
+        int meta;                /* kb_fsmeta_apply flags, but for the times */
         size_t refs;             /* queued or running jobs, +1 while being handed over */
         _Atomic uint64_t bad_at; /* offset of the first problem; read without the lock */
         _Atomic uint64_t end;    /* end of the furthest write: the file's size so far */
         char *bad_msg;           /* its message */
-        char path[];
+        char path[];             /* then the name, for FD_LATER */
 };
 
 struct job {
@@ -83,7 +96,9 @@ struct warning {
 struct kb_restore_group {
         struct kb_restore_pool *p;
         size_t refs; /* unfinished files, +1 until closed */
-        void (*release)(void *);
+        int dirfd;
+        int gid_ok; /* the directory's group is ours: so is that of a file created in it */
+        void (*release)(void *, int);
         void *arg;
 };
 
@@ -110,6 +125,10 @@ struct kb_restore_pool {
         _Atomic int warned; /* warnings wait: kb_restore_pool_poll takes the lock only then */
         _Atomic int rc;     /* first fatal error */
         struct kb_err err;
+        uid_t euid;
+        gid_t egid;
+        mode_t umask;
+        int umask_known;
         _Atomic uint64_t files, bytes;
 };
 
@@ -135,10 +154,7 @@ static void queue_warning(struct kb_restore_pool *p, int counted, char *msg)
         pthread_mutex_unlock(&p->lock);
 }
 
-static void pool_warn(struct kb_restore_pool *p, int counted, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void pool_warn(struct kb_restore_pool *p, int counted, const char *fmt, ...)
+void kb_restore_pool_warnf(struct kb_restore_pool *p, int counted, const char *fmt, ...)
 {
         va_list ap;
         char *msg;
@@ -261,8 +277,8 @@ static void meta_report(void *arg, const char *what, int errnum, int counted)
 {
         struct rfile *f = arg;
 
-        pool_warn(f->p, counted, "%s: cannot restore metadata (%s): %s", f->path, what,
-                  strerror(errnum));
+        kb_restore_pool_warnf(f->p, counted, "%s: cannot restore metadata (%s): %s", f->path, what,
+                              strerror(errnum));
 }
 
 /* --- data ranges --------------------------------------------------------------------------- */
@@ -400,14 +416,70 @@ static int write_chunk(struct rfile *f, struct cursor *c, const uint8_t *data, s
         return 0;
 }
 
+/* The mode to create n with, and *meta: the kb_fsmeta_apply steps that are then left. A file
+ * created with its recorded permission bits is what it will be from its first moment, so chown and
+ * chmod would change nothing (two of the six system calls of a small file). That holds when
+ * owners are not restored (the file stays the restoring user's), or when they are and the recorded
+ * owner is the one creating it, in a directory of its group (a new file takes the directory's
+ * group under setgid or the grpid mount option). Otherwise the file is created 0600 and gets its
+ * owner before its bits, so nobody else can read it meanwhile. */
+static mode_t create_mode(const struct kb_restore_pool *p, const struct kb_restore_group *g,
+                          const Kbackup__Node *n, int *meta)
+{
+        mode_t bits = n->mode & 0777;
+
+        *meta = p->cfg.owner ? KB_FSMETA_OWNER : 0;
+        if (!p->umask_known)
+                return 0600;
+        if (p->cfg.owner) {
+                if (n->uid != p->euid || n->gid != p->egid || !g->gid_ok)
+                        return 0600;
+                *meta = 0;
+        }
+        /* Special bits, and bits the umask takes away, still need the chmod. */
+        if ((bits & ~p->umask) == (n->mode & 07777))
+                *meta |= KB_FSMETA_MODE_SET;
+        return bits;
+}
+
+/* Create a new file in g's directory; an entry already there is reported, never overwritten.
+ * Returns the descriptor or FD_FAILED; sets *meta as create_mode. */
+static int create_at(struct kb_restore_pool *p, struct kb_restore_group *g, const char *name,
+                     const Kbackup__Node *n, const char *path, int *meta)
+{
+        mode_t mode = create_mode(p, g, n, meta);
+        int fd = openat(g->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+
+        if (fd >= 0)
+                return fd;
+        if (errno == EEXIST)
+                kb_restore_pool_warnf(p, 1, "%s: already exists in the target, not overwritten",
+                                      path);
+        else
+                kb_restore_pool_warnf(p, 1, "%s: cannot create: %s", path, strerror(errno));
+        return FD_FAILED;
+}
+
+/* Create a file handed over by name. A file of one job (kb_restore_pool_create sees to that) has
+ * only that job, or its finish, to run this: never two threads at once. Returns 0 when f->fd is
+ * open. */
+static int file_create(struct rfile *f)
+{
+        if (f->fd == FD_LATER)
+                f->fd = create_at(f->p, f->g, f->name, f->n, f->path, &f->meta);
+        return f->fd >= 0 ? 0 : -1;
+}
+
 static void run_job(struct job *j, struct kb_buf *buf)
 {
         struct rfile *f = j->f;
         struct kb_restore_pool *p = f->p;
         struct cursor c = j->at;
-        size_t i;
+        size_t i = j->first;
 
-        for (i = j->first; i < j->end; i++) {
+        if (file_create(f) < 0)
+                goto unwant;
+        for (; i < j->end; i++) {
                 const uint8_t *id = f->n->content[i].data;
                 struct kb_err e = {0};
                 uint64_t at;
@@ -436,6 +508,7 @@ static void run_job(struct job *j, struct kb_buf *buf)
                         break;
                 }
         }
+unwant:
         /* The chunks left unread must not draw later reads over them. */
         for (; i < j->end; i++)
                 kb_pack_reader_unwant(p->reader, f->n->content[i].data);
@@ -451,7 +524,9 @@ static void group_put(struct kb_restore_group *g)
         pthread_mutex_unlock(&p->lock);
         if (last) {
                 if (g->release)
-                        g->release(g->arg);
+                        g->release(g->arg, g->dirfd);
+                if (g->dirfd >= 0)
+                        close(g->dirfd);
                 free(g);
         }
 }
@@ -463,12 +538,16 @@ static void file_finish(struct rfile *f)
         uint64_t bad = atomic_load(&f->bad_at);
         int ok = bad == NO_PROBLEM;
 
-        if (atomic_load(&p->rc) == 0) {
+        /* A file without content (or a problem before its first chunk) had no job to create it. */
+        if (atomic_load(&p->rc) == 0 && file_create(f) < 0) {
+                /* Reported; it is not one of the files restored. */
+        } else if (atomic_load(&p->rc) == 0) {
                 /* Extends over a trailing hole (or zero run) without writing zeros; most files
                  * already have their size (one system call less per file). */
                 if (ok && atomic_load(&f->end) != f->n->size &&
                     ftruncate(f->fd, (off_t)f->n->size) < 0) {
-                        pool_warn(p, 1, "%s: cannot set size: %s", f->path, strerror(errno));
+                        kb_restore_pool_warnf(p, 1, "%s: cannot set size: %s", f->path,
+                                              strerror(errno));
                         ok = 0;
                 }
                 if (bad != NO_PROBLEM) {
@@ -479,16 +558,16 @@ static void file_finish(struct rfile *f)
                         if (f->bad_msg)
                                 queue_warning(p, 1, f->bad_msg);
                         else
-                                pool_warn(p, 1, "%s: damaged", f->path);
+                                kb_restore_pool_warnf(p, 1, "%s: damaged", f->path);
                         f->bad_msg = NULL;
                 }
-                kb_fsmeta_apply(f->fd, -1, NULL, f->n,
-                                (p->cfg.owner ? KB_FSMETA_OWNER : 0) | (ok ? KB_FSMETA_TIMES : 0),
+                kb_fsmeta_apply(f->fd, -1, NULL, f->n, f->meta | (ok ? KB_FSMETA_TIMES : 0),
                                 meta_report, f);
                 if (close(f->fd) < 0 && ok)
-                        pool_warn(p, 1, "%s: cannot write: %s", f->path, strerror(errno));
+                        kb_restore_pool_warnf(p, 1, "%s: cannot write: %s", f->path,
+                                              strerror(errno));
                 atomic_fetch_add(&p->files, 1);
-        } else {
+        } else if (f->fd >= 0) {
                 close(f->fd);
         }
         if (f->g)
@@ -556,9 +635,10 @@ static size_t files_budget(size_t want)
 
         if (!want)
                 want = DEFAULT_FILES;
-        /* Leave room for the directory stack, the backend and the caller. */
+        /* Leave room for the directory stack, the backend and the caller, and for a directory
+         * descriptor (its group's) per open file. */
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-                rlim_t spare = rl.rlim_cur > 256 ? (rl.rlim_cur - 192) / 2 : 4;
+                rlim_t spare = rl.rlim_cur > 256 ? (rl.rlim_cur - 192) / 3 : 4;
 
                 if (want > spare)
                         want = (size_t)spare;
@@ -585,6 +665,9 @@ int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore
                 threads = POOL_MAX_THREADS;
         p->cfg = *cfg;
         p->max_files = files_budget(cfg->max_files);
+        p->euid = geteuid();
+        p->egid = getegid();
+        p->umask_known = kb_fsmeta_umask(&p->umask) == 0;
         rc = kb_pack_reader_new(cfg->repo,
                                 threads + 2 < READ_WINDOWS_MAX ? threads + 2 : READ_WINDOWS_MAX,
                                 READ_WINDOW, &p->reader, err);
@@ -674,17 +757,23 @@ void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t 
         *bytes = atomic_load(&p->bytes);
 }
 
-struct kb_restore_group *kb_restore_group_new(struct kb_restore_pool *p, void (*release)(void *),
-                                              void *arg)
+struct kb_restore_group *kb_restore_group_new(struct kb_restore_pool *p, int dirfd,
+                                              void (*release)(void *, int), void *arg)
 {
         struct kb_restore_group *g = calloc(1, sizeof(*g));
+        struct stat st;
 
-        if (g) {
-                g->p = p;
-                g->refs = 1;
-                g->release = release;
-                g->arg = arg;
+        if (!g) {
+                if (dirfd >= 0)
+                        close(dirfd);
+                return NULL;
         }
+        g->p = p;
+        g->refs = 1;
+        g->dirfd = dirfd;
+        g->gid_ok = dirfd >= 0 && fstat(dirfd, &st) == 0 && st.st_gid == p->egid;
+        g->release = release;
+        g->arg = arg;
         return g;
 }
 
@@ -792,24 +881,31 @@ static void split_jobs(struct rfile *f)
                 submit(p, j);
 }
 
-int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, int fd,
-                         const Kbackup__Node *n, const char *path, struct kb_err *err)
+/* Hand over a file: fd open, or FD_LATER with its name in g's directory. */
+static int hand_over(struct kb_restore_pool *p, struct kb_restore_group *g, int fd, int meta,
+                     const char *name, const Kbackup__Node *n, const char *path, struct kb_err *err)
 {
-        size_t plen = strlen(path);
-        struct rfile *f = calloc(1, sizeof(*f) + plen + 1);
+        size_t plen = strlen(path), nlen = name ? strlen(name) : 0;
+        struct rfile *f = calloc(1, sizeof(*f) + plen + 1 + nlen + 1);
         ssize_t next;
         int rc;
 
         if (!f) {
-                close(fd);
+                if (fd >= 0)
+                        close(fd);
                 fatal_nomem(p);
                 return kb_restore_pool_poll(p, err);
         }
         memcpy(f->path, path, plen + 1);
+        if (name) {
+                f->name = f->path + plen + 1;
+                memcpy(f->path + plen + 1, name, nlen + 1);
+        }
         f->p = p;
         f->g = g;
         f->n = n;
         f->fd = fd;
+        f->meta = meta;
         f->refs = 1;
         atomic_init(&f->bad_at, NO_PROBLEM);
 
@@ -819,7 +915,8 @@ int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, 
         rc = status_locked(p, err);
         if (rc < 0) {
                 pthread_mutex_unlock(&p->lock);
-                close(fd);
+                if (fd >= 0)
+                        close(fd);
                 free(f);
                 return rc;
         }
@@ -838,4 +935,26 @@ int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, 
         }
         file_put(f);
         return kb_restore_pool_poll(p, err);
+}
+
+int kb_restore_pool_file(struct kb_restore_pool *p, struct kb_restore_group *g, int fd,
+                         const Kbackup__Node *n, const char *path, struct kb_err *err)
+{
+        return hand_over(p, g, fd, p->cfg.owner ? KB_FSMETA_OWNER : 0, NULL, n, path, err);
+}
+
+int kb_restore_pool_create(struct kb_restore_pool *p, struct kb_restore_group *g, const char *name,
+                           const Kbackup__Node *n, const char *path, struct kb_err *err)
+{
+        int fd, meta;
+
+        /* A file of more than one job is created here, so that each job finds it open. Its
+         * content is at most its size, and a job takes JOB_BYTES. */
+        if (n->size > JOB_BYTES) {
+                fd = create_at(p, g, name, n, path, &meta);
+                if (fd < 0)
+                        return kb_restore_pool_poll(p, err);
+                return hand_over(p, g, fd, meta, NULL, n, path, err);
+        }
+        return hand_over(p, g, FD_LATER, 0, name, n, path, err);
 }

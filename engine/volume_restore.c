@@ -13,12 +13,14 @@
  * backed-up root only when the restore created it or it was empty, so restoring into a populated
  * directory never changes that directory's mode or owner.
  *
- * This thread walks the tree and creates every entry itself, in name order, so conflicts, link
- * groups and directory metadata behave as in a sequential restore; a regular file's content goes
- * to the worker pool (restore_pool.h), which writes several files, and parts of one large file, at
- * once and gives each file its metadata when its content is complete. Workers touch only the open
- * file, never a directory, so a directory's metadata and times need not wait for its files; only
- * its tree, which holds the nodes the workers read, is kept until they are done.
+ * This thread walks the tree in name order and creates directories, symlinks, special files and
+ * the files of link groups itself, so conflicts and link groups behave as in a sequential restore.
+ * Other regular files go to the worker pool (restore_pool.h), which creates them, writes several
+ * files, and parts of one large file, at once and gives each file its metadata when its content is
+ * complete. Creating a file changes its directory's times, so a directory gets its metadata when
+ * its last file is done (its group's release, on whichever thread that is), not when the walk
+ * leaves it; until then its tree, which holds the nodes the workers read, and its parent's tree,
+ * which holds its own node, are kept.
  *
  * Every chunk is verified as it is read (pack_reader.c, which fetches neighbouring chunks in one
  * range); the first damaged chunk of a file is reported with the file and offset, and the restore
@@ -31,6 +33,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,18 @@ struct holders {
         size_t cap, count;
 };
 
+/* A directory being restored: its entries, and what its metadata needs once they are done. It
+ * lives until its files are done and every subdirectory (whose node is in t) let go of it. */
+struct rdir {
+        _Atomic unsigned refs;
+        Kbackup__Tree *t;
+        const Kbackup__Node *n; /* its own node, in the parent's tree; NULL: no metadata */
+        struct rdir *parent;    /* holds n */
+        struct kb_restore_pool *pool;
+        int flags; /* for kb_fsmeta_apply */
+        char path[];
+};
+
 struct rctx {
         struct kb_repo *repo;
         const struct kb_volume_restore_opts *o;
@@ -66,6 +81,7 @@ struct rctx {
         struct holders links;
         struct kb_restore_pool *pool;
         struct kb_restore_group *group; /* of the tree being walked; NULL for --include's entry */
+        struct rdir *dir;               /* the same directory */
         uint64_t files, dirs, bytes, errors;
         uint64_t pool_files;
         uint64_t files_total, bytes_total;
@@ -243,11 +259,16 @@ out:
 
 /* --- entries ------------------------------------------------------------------------------- */
 
-/* Returns <0 fatal, 0 created, 1 not created (reported). */
+/* Returns <0 fatal, 0 created (or handed to a worker that creates it), 1 not created (reported). */
 static int restore_file(struct rctx *c, int dirfd, const char *name, const Kbackup__Node *n)
 {
         int fd, rc;
 
+        /* A link group's first member must exist before the walk meets the next one. */
+        if (c->group && !n->link_group) {
+                rc = kb_restore_pool_create(c->pool, c->group, name, n, cur_path(c), c->err);
+                return rc < 0 ? rc : 0;
+        }
         fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 if (errno == EEXIST)
@@ -314,7 +335,7 @@ static int restore_special(struct rctx *c, int dirfd, const char *name, const Kb
         return 0;
 }
 
-static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id);
+static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id, const Kbackup__Node *dirn);
 
 static int restore_dir(struct rctx *c, int dirfd, const char *name, const Kbackup__Node *n)
 {
@@ -340,16 +361,7 @@ static int restore_dir(struct rctx *c, int dirfd, const char *name, const Kbacku
         rc = kb_dirstack_push(&c->ds, fd);
         if (rc < 0)
                 return kb_err_sys(c->err, rc, "%s", cur_path(c));
-        rc = restore_tree(c, &n->subtree);
-        if (rc == 0 && created) {
-                /* Reopening the parent may need search permission we are about to remove. */
-                prc = kb_dirstack_ensure_parent(&c->ds);
-                if (prc < 0)
-                        rc = kb_err_sys(c->err, prc, "%s: directory moved during the restore",
-                                        cur_path(c));
-                else
-                        apply_meta(c, kb_dirstack_top(&c->ds), -1, NULL, n, 1);
-        }
+        rc = restore_tree(c, &n->subtree, created ? n : NULL);
         prc = kb_dirstack_pop(&c->ds);
         if (rc == 0 && prc < 0)
                 rc = kb_err_sys(c->err, prc, "%s: directory moved during the restore", cur_path(c));
@@ -405,18 +417,94 @@ static int restore_node(struct rctx *c, const Kbackup__Node *n, const char *name
         return 0;
 }
 
-/* The entries of the directory with tree `id` into the directory at the top of the stack. */
-static void tree_release(void *t)
+/* --- directories ---------------------------------------------------------------------------- */
+
+static void rdir_put(struct rdir *d)
 {
-        kb_repo_tree_free(t);
+        while (d && atomic_fetch_sub(&d->refs, 1) == 1) {
+                struct rdir *parent = d->parent;
+
+                kb_repo_tree_free(d->t);
+                free(d);
+                d = parent;
+        }
 }
 
-static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
+static void dir_meta_report(void *arg, const char *what, int errnum, int counted)
+{
+        struct rdir *d = arg;
+
+        kb_restore_pool_warnf(d->pool, counted, "%s: cannot restore metadata (%s): %s", d->path,
+                              what, strerror(errnum));
+}
+
+/* The directory's last file is done (on any thread): its metadata, times last, can go on now. */
+static void dir_release(void *arg, int dirfd)
+{
+        struct rdir *d = arg;
+
+        if (d->n && dirfd >= 0)
+                kb_fsmeta_apply(dirfd, -1, NULL, d->n, d->flags, dir_meta_report, d);
+        rdir_put(d);
+}
+
+/* Leaving a directory: before its metadata may take away the search permission that reopening
+ * its parent (through "..") needs. */
+static int leave_dir(struct rctx *c, const Kbackup__Node *dirn)
+{
+        int rc = dirn ? kb_dirstack_ensure_parent(&c->ds) : 0;
+
+        return rc < 0
+                   ? kb_err_sys(c->err, rc, "%s: directory moved during the restore", cur_path(c))
+                   : 0;
+}
+
+/* Start the group of the directory at the top of the stack, whose entries are t. Takes t. */
+static int enter_dir(struct rctx *c, Kbackup__Tree *t, const Kbackup__Node *dirn)
+{
+        size_t plen = strlen(cur_path(c));
+        struct rdir *d = calloc(1, sizeof(*d) + plen + 1);
+        int fd;
+
+        if (!d) {
+                kb_repo_tree_free(t);
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        }
+        /* The group's own descriptor: the walk's may be closed and reopened meanwhile. */
+        fd = fcntl(kb_dirstack_top(&c->ds), F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+                kb_repo_tree_free(t);
+                free(d);
+                return kb_err_sys(c->err, -errno, "%s", cur_path(c));
+        }
+        atomic_init(&d->refs, 1);
+        d->t = t;
+        d->n = dirn;
+        d->pool = c->pool;
+        d->flags = (c->owner ? KB_FSMETA_OWNER : 0) | KB_FSMETA_TIMES;
+        memcpy(d->path, cur_path(c), plen + 1);
+        if (dirn && c->dir) {
+                atomic_fetch_add(&c->dir->refs, 1);
+                d->parent = c->dir;
+        }
+        c->group = kb_restore_group_new(c->pool, fd, dir_release, d);
+        if (!c->group) {
+                rdir_put(d);
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        }
+        c->dir = d;
+        return 0;
+}
+
+/* The entries of the directory with tree `id` into the directory at the top of the stack; dirn is
+ * that directory's node when it gets its metadata (the restore created it), else NULL. */
+static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id, const Kbackup__Node *dirn)
 {
         struct kb_restore_group *parent = c->group;
+        struct rdir *parent_dir = c->dir;
         struct kb_err e = {0};
         Kbackup__Tree *t;
-        int rc = 0;
+        int rc, lrc;
 
         rc = kb_voltree_load(c->repo, id, &t, &e);
         if (rc == -ENOMEM)
@@ -424,15 +512,14 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
         if (rc < 0) {
                 warnf(c, 1, "%s: damaged directory listing, its entries are missing: %s",
                       cur_path(c), e.msg);
-                return 0;
+                rc = leave_dir(c, dirn);
+                if (rc == 0 && dirn)
+                        apply_meta(c, kb_dirstack_top(&c->ds), -1, NULL, dirn, 1);
+                return rc;
         }
-        /* Workers read the nodes of files handed to them: the tree goes when they are done. */
-        c->group = kb_restore_group_new(c->pool, tree_release, t);
-        if (!c->group) {
-                c->group = parent;
-                kb_repo_tree_free(t);
-                return kb_err_set(c->err, -ENOMEM, "out of memory");
-        }
+        rc = enter_dir(c, t, dirn);
+        if (rc < 0)
+                return rc;
         for (size_t i = 0; i < t->n_nodes && rc == 0; i++) {
                 const Kbackup__Node *n = t->nodes[i];
                 char *name;
@@ -456,8 +543,12 @@ static int restore_tree(struct rctx *c, const ProtobufCBinaryData *id)
                 if (rc == 0)
                         rc = kb_restore_pool_poll(c->pool, c->err);
         }
+        lrc = leave_dir(c, dirn);
+        if (rc == 0)
+                rc = lrc;
         kb_restore_group_close(c->group);
         c->group = parent;
+        c->dir = parent_dir;
         return rc;
 }
 
@@ -692,7 +783,7 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
         if (k)
                 rc = restore_included(&c, comp, k, chain);
         else
-                rc = restore_tree(&c, &snap->tree);
+                rc = restore_tree(&c, &snap->tree, NULL);
         /* Every file is complete before the result is told (and before the target's metadata,
          * though workers never touch it). */
         prc = kb_restore_pool_wait(c.pool, rc < 0 ? NULL : err);

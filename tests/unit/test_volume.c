@@ -883,6 +883,59 @@ Test(volume, existing_entries_are_not_overwritten)
         warns_free(&w);
 }
 
+/* Workers create files with their recorded bits when nothing else has to change, and skip the
+ * chown and chmod then: the umask, special bits, other owners and a setgid target (whose group a
+ * new file takes) must still end with the recorded mode and owner. */
+Test(volume, modes_and_owners_survive_umask_and_setgid_target)
+{
+        static const struct {
+                const char *name;
+                size_t size;
+                mode_t mode;
+        } files[] = {
+            {"m0666", 100, 0666},  {"m0777", 100, 0777},       {"m0000", 100, 0000},
+            {"m0640", 100, 0640},  {"suid", 100, 04711},       {"sgid", 100, 02755},
+            {"sticky", 10, 01644}, {"big0664", 9 << 20, 0664}, /* created by the walking thread */
+        };
+        struct kb_volume_backup_result res;
+        struct kb_volume_restore_result rr;
+        struct warns w = {0};
+        struct kb_err e = {0};
+        int fd = open(src, O_RDONLY | O_DIRECTORY), sub, rc;
+        int root = geteuid() == 0;
+
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+                put_file(fd, files[i].name, files[i].size, 20 + (unsigned)i, files[i].mode);
+        sub = subdir(fd, "sub", 0755);
+        put_file(sub, "inner", 10, 30, 0644);
+        if (root) {
+                cr_assert_eq(fchownat(fd, "m0640", 1234, 5678, 0), 0);
+                cr_assert_eq(fchmodat(fd, "m0640", 0640, 0), 0); /* chown dropped nothing here */
+                cr_assert_eq(fchownat(sub, "inner", 0, 5678, 0), 0);
+        }
+        close(sub);
+        close(fd);
+        cr_assert_eq(backup(src, NULL, &res, &e), 0, "%s", e.msg);
+
+        umask(027);
+        for (int setgid = 0; setgid <= 1; setgid++) {
+                char t[256];
+
+                snprintf(t, sizeof(t), "%s/t%d", base, setgid);
+                cr_assert_eq(mkdir(t, 0700), 0);
+                /* New files in a setgid target take its group, not the restoring user's. */
+                if (setgid && root)
+                        cr_assert_eq(chown(t, 0, 4242), 0);
+                if (setgid)
+                        cr_assert_eq(chmod(t, 02775), 0);
+                rc = restore(res.snapshot_id, t, NULL, &w, &rr, &e);
+                cr_assert_eq(rc, 0, "%s: %s (%s)", kb_err_name(rc), e.msg, w.n ? w.msg[0] : "");
+                cr_assert_eq(w.n, 0, "%s", w.n ? w.msg[0] : "");
+                cmp_paths(src, t);
+        }
+        warns_free(&w);
+}
+
 Test(volume, bad_arguments)
 {
         const char *bad[] = {"novalue"};
