@@ -176,6 +176,10 @@ int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *
 #define PROBE_BYTES       (64u << 10)
 #define PROBE_KEEP_PERMIL 970
 #define PROBE_MIN_LEVEL   3
+/* Blobs shorter than this are stored raw. zstd's fixed cost per frame (tables, headers: 5-14 us)
+ * dwarfs what it saves on them: of the bench tree's 29k files, the 6.3k under 512 bytes took 1.1%
+ * of the backup's CPU to compress and saved 0.27 MB of 287 (43 bytes a file). */
+#define COMPRESS_MIN_BYTES 512
 
 /* zstd-compress data into out (capacity `bound`); returns the compressed size, or 0 when the
  * chunk is not worth compressing (incompressible, or an error: it is then stored raw). */
@@ -186,7 +190,7 @@ static size_t compress_blob(struct kb_repo *r, struct zstd_ctx *z, const void *d
         ZSTD_inBuffer ib = {data, PROBE_BYTES, 0};
         size_t n;
 
-        if (r->zstd_level == 0)
+        if (r->zstd_level == 0 || len < COMPRESS_MIN_BYTES)
                 return 0;
         if (len < 2 * PROBE_BYTES || r->zstd_level <= PROBE_MIN_LEVEL) {
                 n = ZSTD_compressCCtx(z->c, out, bound, data, len, r->zstd_level);

@@ -199,7 +199,8 @@ Test(repo, blob_read_from_the_wrong_place_is_refused)
 }
 
 /* Compressible chunks shrink; incompressible ones are stored raw (the probe of their first 64 KiB
- * gives up); level 0 stores everything raw. Each still loads back byte for byte. */
+ * gives up), and so are tiny ones; level 0 stores everything raw. Each still loads back byte for
+ * byte. */
 Test(repo, compression_levels_and_incompressible_chunks)
 {
         enum { SZ = 1 << 20 };
@@ -233,6 +234,13 @@ Test(repo, compression_levels_and_incompressible_chunks)
         kb_repo_blob_id(r, noise, SZ, id);
         cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, noise, SZ, &res, &e), 0);
         cr_assert_lt(res.stored_bytes, SZ - (100 << 10));
+        /* A blob too small to be worth a zstd frame is stored raw, one just above it is not. */
+        kb_repo_blob_id(r, text + 1, 511, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, text + 1, 511, &res, &e), 0);
+        cr_assert_eq(res.stored_bytes, 511 + 1 + KB_SEAL_OVERHEAD);
+        kb_repo_blob_id(r, text + 1, 512, id);
+        cr_assert_eq(kb_repo_blob_save(r, KB_BLOB_DATA, id, text + 1, 512, &res, &e), 0);
+        cr_assert_lt(res.stored_bytes, 200);
         kb_repo_set_compression(r, 0);
         text[0] ^= 1;
         kb_repo_blob_id(r, text, SZ, id);
