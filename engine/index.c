@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kbackup.pb-c.h"
+
 #define INDEX_MIN_SLOTS 1024
 
 struct pack_slot {
         uint8_t id[KB_ID_LEN];
+        uint8_t has_data; /* a blob other than a tree was indexed in it */
 };
 
 struct kb_index {
@@ -99,6 +102,8 @@ int kb_index_insert(struct kb_index *ix, const struct kb_index_entry *e, int *in
         *slot = *e;
         slot->used = 1;
         ix->count++;
+        if (e->type != KBACKUP__BLOB_TYPE__BLOB_TREE && e->pack < ix->npacks)
+                ix->packs[e->pack].has_data = 1;
         if (inserted)
                 *inserted = 1;
         return 0;
@@ -200,6 +205,11 @@ void kb_index_pack_set_id(struct kb_index *ix, uint32_t pack, const uint8_t id[K
 const uint8_t *kb_index_pack_id(const struct kb_index *ix, uint32_t pack)
 {
         return pack < ix->npacks ? ix->packs[pack].id : NULL;
+}
+
+int kb_index_pack_trees_only(const struct kb_index *ix, uint32_t pack)
+{
+        return pack < ix->npacks && !ix->packs[pack].has_data;
 }
 
 size_t kb_index_pack_count(const struct kb_index *ix)

@@ -756,6 +756,20 @@ int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_
         return rc < 0 ? rc : kb_repo_blob_fetch(r, &loc, out, err);
 }
 
+int kb_repo_blob_load_tree(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
+                           struct kb_err *err)
+{
+        struct kb_blob_loc loc;
+        int rc = kb_repo_blob_locate(r, id, &loc, err), trees_only;
+
+        if (rc < 0)
+                return rc;
+        pthread_mutex_lock(&r->lock);
+        trees_only = kb_index_pack_trees_only(r->index, loc.e.pack);
+        pthread_mutex_unlock(&r->lock);
+        return kb_treecache_load(r->trees, r, &loc, trees_only, out, err);
+}
+
 /* ---- loading index files ---- */
 
 struct index_load {

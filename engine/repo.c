@@ -212,6 +212,8 @@ int kb_repo_open(const char *location, const char *password, size_t pwlen, int f
         pthread_key_create(&r->zstd_key, kb_repo_zstd_ctx_destroy);
         r->zstd_level = KB_REPO_DEFAULT_ZSTD_LEVEL;
         rc = kb_index_new(&r->index);
+        if (rc == 0)
+                rc = kb_treecache_new(&r->trees);
         if (rc < 0) {
                 kb_err_set(err, rc, "out of memory");
                 goto fail;
@@ -266,6 +268,7 @@ void kb_repo_close(struct kb_repo *r)
                 kb_pack_builder_free(b);
         }
         kb_index_free(r->index);
+        kb_treecache_free(r->trees);
         free(r->index_names);
         kb_backend_close(r->be);
         pthread_mutex_destroy(&r->lock);

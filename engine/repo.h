@@ -81,6 +81,10 @@ struct kb_save_result {
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
                       const void *data, size_t len, struct kb_save_result *res, struct kb_err *err);
 
+/* kb_repo_blob_load for a tree (a directory record): read with its neighbours, one block of its
+ * pack at a time, and served from the blocks kept (treecache.h). */
+int kb_repo_blob_load_tree(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
+                           struct kb_err *err);
 /* Read, verify (AEAD and id) and decompress a blob, appending its plaintext to out. */
 int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
                       struct kb_err *err);

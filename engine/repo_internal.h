@@ -10,6 +10,7 @@
 #include "index.h"
 #include "keys.h"
 #include "repo.h"
+#include "treecache.h"
 
 #define KB_REPO_DEFAULT_PACK_SIZE (16u << 20)
 /* An index file is written once this many blobs sit in written packs not yet indexed, so an
@@ -70,6 +71,7 @@ struct kb_repo {
         struct kb_buf spare[KB_PACK_SPARE];
         unsigned n_spare;
         pthread_key_t zstd_key;
+        struct kb_treecache *trees; /* blocks of tree packs (treecache.h) */
 
         char key_name[KB_ID_HEX_LEN + 1]; /* the key file that opened the repository */
         /* Index files loaded into `index` (prune supersedes exactly these). */

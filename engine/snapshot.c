@@ -308,7 +308,7 @@ int kb_repo_tree_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], Kbackup__T
         struct kb_buf plain = KB_BUF_INIT;
         int rc;
 
-        rc = kb_repo_blob_load(r, id, &plain, err);
+        rc = kb_repo_blob_load_tree(r, id, &plain, err);
         if (rc < 0)
                 return rc;
         rc = tree_parse(plain.data, plain.len, out);

@@ -10,69 +10,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "counting_backend.h"
 #include "pack_reader.h"
 
 TestSuite(pack_reader, .init = ops_setup, .fini = ops_teardown);
 
 #define NBLOBS   2000
 #define BIG_SIZE (300u << 10)
-
-/* --- counting wrapper ---------------------------------------------------------------------- */
-
-struct counting {
-        struct kb_backend base;
-        struct kb_backend *real;
-        atomic_uint gets;
-        _Atomic uint64_t bytes;
-};
-
-static struct counting *counting_of(struct kb_backend *be)
-{
-        return (struct counting *)be;
-}
-
-static int c_put(struct kb_backend *be, enum kb_obj_type t, const char *name, const void *data,
-                 size_t len, struct kb_err *err)
-{
-        return kb_backend_put(counting_of(be)->real, t, name, data, len, err);
-}
-
-static int c_get(struct kb_backend *be, enum kb_obj_type t, const char *name, uint64_t off,
-                 size_t len, struct kb_buf *out, struct kb_err *err)
-{
-        struct counting *c = counting_of(be);
-
-        if (t == KB_OBJ_PACK) {
-                atomic_fetch_add(&c->gets, 1);
-                atomic_fetch_add(&c->bytes, len);
-        }
-        return kb_backend_get(c->real, t, name, off, len, out, err);
-}
-
-static int c_stat(struct kb_backend *be, enum kb_obj_type t, const char *name, uint64_t *size,
-                  struct kb_err *err)
-{
-        return kb_backend_stat(counting_of(be)->real, t, name, size, err);
-}
-
-static int c_list(struct kb_backend *be, enum kb_obj_type t, kb_backend_list_cb cb, void *arg,
-                  struct kb_err *err)
-{
-        return kb_backend_list(counting_of(be)->real, t, cb, arg, err);
-}
-
-static int c_remove(struct kb_backend *be, enum kb_obj_type t, const char *name, struct kb_err *err)
-{
-        return kb_backend_remove(counting_of(be)->real, t, name, err);
-}
-
-static void c_close(struct kb_backend *be)
-{
-        kb_backend_close(counting_of(be)->real);
-        free(be);
-}
-
-static const struct kb_backend_ops counting_ops = {c_put, c_get, c_stat, c_list, c_remove, c_close};
 
 /* --- fixture ------------------------------------------------------------------------------- */
 
@@ -132,11 +76,7 @@ static void fx_open(struct fx *f, unsigned big, unsigned windows, size_t window_
 
         store_blobs(big);
         f->r = ops_open_flags(KB_REPO_READ_ONLY);
-        f->c = calloc(1, sizeof(*f->c));
-        f->c->base.ops = &counting_ops;
-        f->c->base.read_only = f->r->be->read_only;
-        f->c->real = f->r->be;
-        f->r->be = &f->c->base;
+        f->c = counting_wrap(f->r);
         cr_assert_eq(kb_pack_reader_new(f->r, windows, window_bytes, &f->pr, &e), 0, "%s", e.msg);
         f->got = (struct kb_buf)KB_BUF_INIT;
         f->want = malloc(BIG_SIZE);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "repo.h"
+#include "snapshot_testlib.h"
 #include "volume.h"
 
 static const struct kb_kdf_params fast = {1, 8192};
@@ -119,19 +120,6 @@ static int backup(const char *path, struct kb_volume_backup_opts *o,
         return rc;
 }
 
-/* Open the repository and find a snapshot; l must be freed with kb_snapshot_list_free. */
-static const Kbackup__Snapshot *find_snap(struct kb_repo *r, const char *id,
-                                          struct kb_snapshot_list *l)
-{
-        struct kb_err e = {0};
-        int i;
-
-        cr_assert_eq(kb_repo_snapshot_list(r, l, &e), 0, "%s", e.msg);
-        i = kb_snapshot_list_find(l, id, "volume", &e);
-        cr_assert_geq(i, 0, "%s", e.msg);
-        return l->items[i].snap;
-}
-
 static int restore(const char *id, const char *target, const char *include, struct warns *w,
                    struct kb_volume_restore_result *res, struct kb_err *e)
 {
@@ -139,7 +127,7 @@ static int restore(const char *id, const char *target, const char *include, stru
             .include = include, .restore_owner = geteuid() == 0, .warn = warn_cb, .cb_arg = w};
         struct kb_snapshot_list l = {0};
         struct kb_repo *r = repo_open();
-        int rc = kb_volume_restore(r, find_snap(r, id, &l), target, &o, res, e);
+        int rc = kb_volume_restore(r, test_find_snap(r, id, &l), target, &o, res, e);
 
         kb_snapshot_list_free(&l);
         kb_repo_close(r);
@@ -515,7 +503,7 @@ Test(volume, round_trip_every_kind)
         cr_assert_lt(res.bytes_read, 4u << 20);
 
         r = repo_open();
-        s = find_snap(r, res.snapshot_id, &l);
+        s = test_find_snap(r, res.snapshot_id, &l);
         cr_assert_str_eq(s->kind, "volume");
         cr_assert_str_eq(s->name, "ns/pvc");
         cr_assert_eq(s->n_tags, 2);
@@ -681,7 +669,7 @@ Test(volume, walk_lists_in_name_order)
         cr_assert_eq(backup(src, NULL, &res, &e), 0, "%s", e.msg);
 
         r = repo_open();
-        s = find_snap(r, res.snapshot_id, &l);
+        s = test_find_snap(r, res.snapshot_id, &l);
         walk_expect(r, s, NULL, all, 6);
         walk_expect(r, s, "", all, 6);
         walk_expect(r, s, "b/d", bd, 2);
@@ -1009,8 +997,9 @@ Test(volume, progress_ends_with_the_totals)
         cr_assert_eq(bp.last.bytes_done, 100000);
 
         r = repo_open();
-        cr_assert_eq(kb_volume_restore(r, find_snap(r, res.snapshot_id, &l), dst, &ro, &rr, &e), 0,
-                     "%s", e.msg);
+        cr_assert_eq(
+            kb_volume_restore(r, test_find_snap(r, res.snapshot_id, &l), dst, &ro, &rr, &e), 0,
+            "%s", e.msg);
         cr_assert_geq(rp.calls, 1);
         cr_assert_eq(rp.last.files_done, 2);
         cr_assert_eq(rp.last.files_total, 2);
@@ -1087,7 +1076,7 @@ static int restore_threads(const char *id, const char *target, unsigned threads,
             .restore_owner = geteuid() == 0, .threads = threads, .warn = warn_cb, .cb_arg = w};
         struct kb_snapshot_list l = {0};
         struct kb_repo *r = repo_open();
-        int rc = kb_volume_restore(r, find_snap(r, id, &l), target, &o, res, e);
+        int rc = kb_volume_restore(r, test_find_snap(r, id, &l), target, &o, res, e);
 
         kb_snapshot_list_free(&l);
         kb_repo_close(r);
@@ -1217,8 +1206,8 @@ Test(volume, parallel_restore_damaged_chunk_in_a_large_file)
         cr_assert_eq(backup(src, &o, &res, &e), 0, "%s", e.msg);
         r = repo_open();
         cr_assert_eq(
-            kb_volume_walk(r, find_snap(r, res.snapshot_id, &l), "m_big", grab_chunks, &c, &e), 1,
-            "%s", e.msg);
+            kb_volume_walk(r, test_find_snap(r, res.snapshot_id, &l), "m_big", grab_chunks, &c, &e),
+            1, "%s", e.msg);
         cr_assert_gt(c.n, 8, "m_big has only %zu chunks", c.n);
         k = damage_middle_chunk(r, &c);
         for (size_t i = 0; i < k; i++) {
