@@ -794,35 +794,28 @@ static int remember_index_name(struct kb_repo *r, const char *name)
         return 0;
 }
 
-int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err)
+/* Add the entries of index file `name` (its plaintext) to r->index. */
+static int index_apply(struct kb_repo *r, const char *name, const struct kb_buf *plain,
+                       struct kb_err *err)
 {
-        struct kb_buf plain = KB_BUF_INIT;
-        struct index_load ctx = {r, err}, *l = &ctx;
         Kbackup__Index *ix;
         size_t i, j;
-        int rc;
+        int rc = 0;
 
-        rc = kb_repo_object_get(r, KB_OBJ_INDEX, name, &plain, l->err);
-        if (rc < 0) {
-                kb_err_prefix(l->err, "index %.16s: ", name);
-                kb_buf_free(&plain);
-                return rc;
-        }
-        ix = kbackup__index__unpack(NULL, plain.len, plain.data);
-        kb_buf_free(&plain);
+        ix = kbackup__index__unpack(NULL, plain->len, plain->data);
         if (!ix)
-                return kb_err_set(l->err, KB_ECORRUPT, "index %.16s does not parse", name);
+                return kb_err_set(err, KB_ECORRUPT, "index %.16s does not parse", name);
         for (i = 0; i < ix->n_packs && rc == 0; i++) {
                 Kbackup__IndexPack *p = ix->packs[i];
                 int pack_no;
 
                 if (p->pack_id.len != KB_ID_LEN) {
-                        rc = kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid", name);
+                        rc = kb_err_set(err, KB_ECORRUPT, "index %.16s is invalid", name);
                         break;
                 }
                 pack_no = kb_index_pack_add(r->index, p->pack_id.data);
                 if (pack_no < 0) {
-                        rc = kb_err_set(l->err, pack_no, "out of memory loading the index");
+                        rc = kb_err_set(err, pack_no, "out of memory loading the index");
                         break;
                 }
                 for (j = 0; j < p->n_blobs; j++) {
@@ -830,35 +823,53 @@ int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *e
                         struct kb_index_entry e = {0};
 
                         if (b->id.len != KB_ID_LEN) {
-                                rc =
-                                    kb_err_set(l->err, KB_ECORRUPT, "index %.16s is invalid", name);
+                                rc = kb_err_set(err, KB_ECORRUPT, "index %.16s is invalid", name);
                                 break;
                         }
                         kb_index_entry_from_blob(&e, b, (uint32_t)pack_no);
                         rc = kb_index_insert(r->index, &e, NULL);
                         if (rc < 0) {
-                                kb_err_set(l->err, rc, "out of memory loading the index");
+                                kb_err_set(err, rc, "out of memory loading the index");
                                 break;
                         }
                 }
         }
         kbackup__index__free_unpacked(ix, NULL);
         if (rc == 0 && remember_index_name(r, name) < 0)
-                rc = kb_err_set(l->err, -ENOMEM, "out of memory loading the index");
+                rc = kb_err_set(err, -ENOMEM, "out of memory loading the index");
         return rc;
 }
 
-static int load_listed_index(const char *name, uint64_t size, void *arg)
+int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err)
+{
+        struct kb_buf plain = KB_BUF_INIT;
+        int rc = kb_repo_object_get(r, KB_OBJ_INDEX, name, &plain, err);
+
+        if (rc < 0)
+                kb_err_prefix(err, "index %.16s: ", name);
+        else
+                rc = index_apply(r, name, &plain, err);
+        kb_buf_free(&plain);
+        return rc;
+}
+
+static int load_listed_index(const char *name, int rc, struct kb_buf *plain,
+                             const struct kb_err *ferr, void *arg)
 {
         struct index_load *l = arg;
 
-        (void)size;
-        return kb_repo_index_load_one(l->r, name, l->err);
+        if (rc == 0)
+                return index_apply(l->r, name, plain, l->err);
+        if (l->err) {
+                *l->err = *ferr;
+                kb_err_prefix(l->err, "index %.16s: ", name);
+        }
+        return rc;
 }
 
 int kb_repo_index_load(struct kb_repo *r, struct kb_err *err)
 {
         struct index_load l = {r, err};
 
-        return kb_backend_list(r->be, KB_OBJ_INDEX, load_listed_index, &l, err);
+        return kb_repo_object_each(r, KB_OBJ_INDEX, load_listed_index, &l, err);
 }

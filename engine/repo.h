@@ -158,6 +158,16 @@ int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *dat
 /* Load and unseal a whole object, appending the plaintext to out. */
 int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,
                        struct kb_buf *out, struct kb_err *err);
+/* One object of kb_repo_object_each: rc is what kb_repo_object_get gave for it (0, or the error
+ * described in ferr, such as KB_ENOTFOUND for an object removed since the listing), plain its
+ * plaintext. A negative return (with the callback's own error set) stops the walk. */
+typedef int (*kb_repo_object_cb)(const char *name, int rc, struct kb_buf *plain,
+                                 const struct kb_err *ferr, void *arg);
+/* Every object of `type` in listing order, handed to cb on the calling thread while threads
+ * fetch and unseal the next ones (objfetch.c): over S3 a round trip each, which one at a time
+ * cost every command a second per hundred objects. Returns the listing's error or cb's. */
+int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object_cb cb, void *arg,
+                        struct kb_err *err);
 
 /* zstd level for new blobs (default KB_REPO_DEFAULT_ZSTD_LEVEL): 1-19, negative for zstd's
  * faster levels, 0 for none. A chunk that compression does not shrink is stored raw; above level

@@ -101,6 +101,13 @@ struct list_ctx {
         struct kb_err *err;
 };
 
+static int snapshot_parse(const char *id, const struct kb_buf *plain, Kbackup__Snapshot **out,
+                          struct kb_err *err)
+{
+        *out = kbackup__snapshot__unpack(NULL, plain->len, plain->data);
+        return *out ? 0 : kb_err_set(err, KB_ECORRUPT, "snapshot %.16s does not parse", id);
+}
+
 int kb_repo_snapshot_load(struct kb_repo *r, const char *id, Kbackup__Snapshot **out,
                           struct kb_err *err)
 {
@@ -108,16 +115,12 @@ int kb_repo_snapshot_load(struct kb_repo *r, const char *id, Kbackup__Snapshot *
         int rc;
 
         rc = kb_repo_object_get(r, KB_OBJ_SNAPSHOT, id, &plain, err);
-        if (rc < 0) {
+        if (rc < 0)
                 kb_err_prefix(err, "snapshot %.16s: ", id);
-                kb_buf_free(&plain);
-                return rc;
-        }
-        *out = kbackup__snapshot__unpack(NULL, plain.len, plain.data);
+        else
+                rc = snapshot_parse(id, &plain, out, err);
         kb_buf_free(&plain);
-        if (!*out)
-                return kb_err_set(err, KB_ECORRUPT, "snapshot %.16s does not parse", id);
-        return 0;
+        return rc;
 }
 
 int kb_repo_snapshot_remove(struct kb_repo *r, const char *id, struct kb_err *err)
@@ -129,20 +132,22 @@ int kb_repo_snapshot_remove(struct kb_repo *r, const char *id, struct kb_err *er
         return kb_backend_remove(kb_repo_backend(r), KB_OBJ_SNAPSHOT, id, err);
 }
 
-static int load_snapshot(const char *name, uint64_t size, void *arg)
+static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const struct kb_err *ferr,
+                         void *arg)
 {
         struct list_ctx *c = arg;
         Kbackup__Snapshot *s;
-        int rc;
 
-        (void)size;
-        if (strlen(name) != KB_ID_HEX_LEN)
-                return 0; /* not ours */
-        rc = kb_repo_snapshot_load(c->r, name, &s, c->err);
-        if (rc == KB_ENOTFOUND) {
-                kb_err_clear(c->err);
-                return 0; /* forgotten between the listing and now */
+        if (strlen(name) != KB_ID_HEX_LEN || rc == KB_ENOTFOUND)
+                return 0; /* not ours, or forgotten between the listing and now */
+        if (rc < 0) {
+                if (c->err) {
+                        *c->err = *ferr;
+                        kb_err_prefix(c->err, "snapshot %.16s: ", name);
+                }
+                return rc;
         }
+        rc = snapshot_parse(name, plain, &s, c->err);
         if (rc < 0)
                 return rc;
         if (c->l->count == c->cap) {
@@ -178,7 +183,7 @@ int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struc
 
         out->items = NULL;
         out->count = 0;
-        rc = kb_backend_list(kb_repo_backend(r), KB_OBJ_SNAPSHOT, load_snapshot, &c, err);
+        rc = kb_repo_object_each(r, KB_OBJ_SNAPSHOT, load_snapshot, &c, err);
         if (rc < 0) {
                 kb_snapshot_list_free(out);
                 return rc;

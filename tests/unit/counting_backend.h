@@ -1,11 +1,13 @@
 /* counting_backend.h - a thin wrapper around a repository's real backend that counts pack reads
- * (the bytes still come from the real store): instrumentation for tests, not a mock. */
+ * and the most reads at once, and can slow every read down like a remote store (the bytes still
+ * come from the real store): instrumentation for tests, not a mock. */
 #ifndef KB_COUNTING_BACKEND_H
 #define KB_COUNTING_BACKEND_H
 
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "repo_internal.h"
@@ -15,6 +17,8 @@ struct counting {
         struct kb_backend *real;
         atomic_uint gets;
         _Atomic uint64_t bytes;
+        atomic_uint inflight, max_inflight; /* reads of any type */
+        unsigned delay_us;                  /* added to every read */
 };
 
 static inline struct counting *counting_of(struct kb_backend *be)
@@ -32,12 +36,20 @@ static inline int c_get(struct kb_backend *be, enum kb_obj_type t, const char *n
                         size_t len, struct kb_buf *out, struct kb_err *err)
 {
         struct counting *c = counting_of(be);
+        unsigned now = atomic_fetch_add(&c->inflight, 1) + 1, max = atomic_load(&c->max_inflight);
+        int rc;
 
+        while (now > max && !atomic_compare_exchange_weak(&c->max_inflight, &max, now)) {
+        }
         if (t == KB_OBJ_PACK) {
                 atomic_fetch_add(&c->gets, 1);
                 atomic_fetch_add(&c->bytes, len);
         }
-        return kb_backend_get(c->real, t, name, off, len, out, err);
+        if (c->delay_us)
+                usleep(c->delay_us);
+        rc = kb_backend_get(c->real, t, name, off, len, out, err);
+        atomic_fetch_sub(&c->inflight, 1);
+        return rc;
 }
 
 static inline int c_stat(struct kb_backend *be, enum kb_obj_type t, const char *name,
