@@ -123,7 +123,7 @@ int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object
         pthread_mutex_init(&f.lock, NULL);
         pthread_cond_init(&f.cond, NULL);
         /* One object needs no thread; a thread that cannot start leaves its share to this one. */
-        while (f.n > 1 && nthreads < FETCH_THREADS && nthreads + 1 < f.n &&
+        while (nthreads < FETCH_THREADS && nthreads + 1 < f.n &&
                pthread_create(&threads[nthreads], NULL, worker, &f) == 0)
                 nthreads++;
         for (size_t i = 0; i < f.n && rc == 0; i++) {

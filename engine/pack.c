@@ -704,6 +704,7 @@ int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct k
         if (found) {
                 loc->e = *found;
                 memcpy(pack_id, kb_index_pack_id(r->index, found->pack), KB_ID_LEN);
+                loc->trees_only = kb_index_pack_trees_only(r->index, found->pack);
         }
         pthread_mutex_unlock(&r->lock);
         short_hex(id, bid);
@@ -760,14 +761,9 @@ int kb_repo_blob_load_tree(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struc
                            struct kb_err *err)
 {
         struct kb_blob_loc loc;
-        int rc = kb_repo_blob_locate(r, id, &loc, err), trees_only;
+        int rc = kb_repo_blob_locate(r, id, &loc, err);
 
-        if (rc < 0)
-                return rc;
-        pthread_mutex_lock(&r->lock);
-        trees_only = kb_index_pack_trees_only(r->index, loc.e.pack);
-        pthread_mutex_unlock(&r->lock);
-        return kb_treecache_load(r->trees, r, &loc, trees_only, out, err);
+        return rc < 0 ? rc : kb_treecache_load(r->trees, r, &loc, out, err);
 }
 
 /* ---- loading index files ---- */

@@ -122,6 +122,7 @@ void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 struct kb_blob_loc {
         struct kb_index_entry e;
         char pack[KB_ID_HEX_LEN + 1];
+        int trees_only; /* its pack holds nothing but trees (kb_index_pack_trees_only) */
 };
 int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_blob_loc *loc,
                         struct kb_err *err);

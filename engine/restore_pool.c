@@ -538,10 +538,9 @@ static void file_finish(struct rfile *f)
         uint64_t bad = atomic_load(&f->bad_at);
         int ok = bad == NO_PROBLEM;
 
-        /* A file without content (or a problem before its first chunk) had no job to create it. */
-        if (atomic_load(&p->rc) == 0 && file_create(f) < 0) {
-                /* Reported; it is not one of the files restored. */
-        } else if (atomic_load(&p->rc) == 0) {
+        /* A file without content (or a problem before its first chunk) had no job to create it;
+         * one that could not be created was reported and is not one of the files restored. */
+        if (atomic_load(&p->rc) == 0 && file_create(f) == 0) {
                 /* Extends over a trailing hole (or zero run) without writing zeros; most files
                  * already have their size (one system call less per file). */
                 if (ok && atomic_load(&f->end) != f->n->size &&

@@ -127,12 +127,12 @@ static struct block *read_block(struct kb_treecache *c, struct kb_repo *r,
 }
 
 int kb_treecache_load(struct kb_treecache *c, struct kb_repo *r, const struct kb_blob_loc *loc,
-                      int trees_only, struct kb_buf *out, struct kb_err *err)
+                      struct kb_buf *out, struct kb_err *err)
 {
         struct block *b;
         int rc;
 
-        if (!trees_only)
+        if (!loc->trees_only)
                 return kb_repo_blob_fetch(r, loc, out, err);
         pthread_mutex_lock(&c->lock);
         b = find_block(c, loc);

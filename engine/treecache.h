@@ -24,9 +24,9 @@ int kb_treecache_new(struct kb_treecache **out);
 void kb_treecache_free(struct kb_treecache *c);
 
 /* Load the located tree blob as kb_repo_blob_fetch does (the same errors), from a cached block of
- * its pack when one holds it, else by reading its block. `trees_only`: the pack holds nothing but
- * trees (blocks of other packs would bring file data nobody asked for: the blob is read alone). */
+ * its pack when one holds it, else by reading its block. A blob in a pack that is not trees only
+ * (loc->trees_only) is read alone: a block of it would bring file data nobody asked for. */
 int kb_treecache_load(struct kb_treecache *c, struct kb_repo *r, const struct kb_blob_loc *loc,
-                      int trees_only, struct kb_buf *out, struct kb_err *err);
+                      struct kb_buf *out, struct kb_err *err);
 
 #endif

@@ -11,12 +11,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* A directory's nodes, names, xattrs and chunk ids live in a kb_arena until its tree blob is
+ * written; memory handed out never moves, which the saver's id slots rely on. */
 #include "arena.h"
 #include "err.h"
 #include "repo.h"
-
-/* A directory's nodes, names, xattrs and chunk ids live in a kb_arena until its tree blob is
- * written; memory handed out never moves, which the saver's id slots rely on. */
 
 /* A relative path ("dir/sub/file", "" for the root) built one component at a time. */
 struct kb_relpath {

@@ -10,6 +10,17 @@ TestSuite(objfetch, .init = ops_setup, .fini = ops_teardown, .timeout = 60);
 
 #define NOBJ 40
 
+/* What store() put under each name: "object N" under stored[N]. */
+static char stored[NOBJ][KB_ID_HEX_LEN + 1];
+
+static int stored_as(const char *name)
+{
+        for (int i = 0; i < NOBJ; i++)
+                if (strcmp(stored[i], name) == 0)
+                        return i;
+        return -1;
+}
+
 struct seen {
         char names[NOBJ][KB_ID_HEX_LEN + 1];
         int n, failed, stop_at;
@@ -41,10 +52,10 @@ static int each_cb(const char *name, int rc, struct kb_buf *plain, const struct 
                 s->failed++;
         } else {
                 /* The plaintext is the one stored under this name. */
-                cr_assert(plain->len < sizeof(want));
-                memcpy(want, plain->data, plain->len);
-                want[plain->len] = '\0';
-                cr_assert(strncmp(want, "object ", 7) == 0, "%s", want);
+                snprintf(want, sizeof(want), "object %d", stored_as(name));
+                cr_assert_eq(plain->len, strlen(want), "%s", name);
+                cr_assert(memcmp(plain->data, want, plain->len) == 0, "%s: %.*s, want %s", name,
+                          (int)plain->len, (char *)plain->data, want);
         }
         return i == s->stop_at ? -ECANCELED : 0;
 }
@@ -56,11 +67,12 @@ static struct kb_repo *store(void)
         struct kb_err e = {0};
 
         for (int i = 0; i < NOBJ; i++) {
-                char text[32], name[KB_ID_HEX_LEN + 1];
+                char text[32];
 
                 snprintf(text, sizeof(text), "object %d", i);
-                cr_assert_eq(kb_repo_object_put(r, KB_OBJ_SNAPSHOT, text, strlen(text), name, &e),
-                             0, "%s", e.msg);
+                cr_assert_eq(
+                    kb_repo_object_put(r, KB_OBJ_SNAPSHOT, text, strlen(text), stored[i], &e), 0,
+                    "%s", e.msg);
         }
         return r;
 }
