@@ -199,3 +199,42 @@ Test(treecache, a_pack_with_data_is_not_trees_only)
         cr_assert_not(kb_index_pack_trees_only(ix, 99), "an unknown pack");
         kb_index_free(ix);
 }
+
+/* A pack cut short (a replica still being copied, a damaged disk): the block stops at the pack's
+ * size, trees before the cut still load, and a tree past it fails alone with an error naming it
+ * (its block cannot be read, so it is read alone and that read reports the damage). */
+Test(treecache, a_cut_pack_fails_only_the_trees_past_the_cut)
+{
+        char snap[KB_ID_HEX_LEN + 1], hex[KB_ID_HEX_LEN + 1], path[512], bid[17];
+        struct kb_snapshot_list l = {0};
+        const struct kb_index_entry *first, *cut;
+        uint8_t first_id[KB_ID_LEN], cut_id[KB_ID_LEN];
+        struct kb_repo *r = NULL;
+        struct kb_err e = {0};
+        Kbackup__Tree *t;
+        int rc;
+
+        backup_tree(snap);
+        cr_assert_eq(kb_repo_open(ops_dir, "pw", 2, 0, &r, &e), 0, "%s", e.msg);
+        leaf_id(r, root_of(r, snap, &l), 0, 0, first_id);
+        leaf_id(r, root_of(r, snap, &l), 19, 19, cut_id);
+        first = kb_index_lookup(r->index, first_id);
+        cut = kb_index_lookup(r->index, cut_id);
+        cr_assert(first && cut && first->pack == cut->pack);
+        cr_assert_lt(first->offset + first->length, cut->offset, "t00/s00 is not stored first");
+        kb_hex_encode(kb_index_pack_id(r->index, cut->pack), KB_ID_LEN, hex);
+        snprintf(path, sizeof(path), "%s/data/%.2s/%s", ops_dir, hex, hex);
+        cr_assert_eq(truncate(path, cut->offset + cut->length / 2), 0);
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
+
+        cr_assert_eq(kb_repo_open(ops_dir, "pw", 2, KB_REPO_READ_ONLY, &r, &e), 0, "%s", e.msg);
+        rc = kb_repo_tree_load(r, first_id, &t, &e);
+        cr_assert_eq(rc, 0, "%s", e.msg);
+        kb_repo_tree_free(t);
+        rc = kb_repo_tree_load(r, cut_id, &t, &e);
+        cr_assert_lt(rc, 0, "a tree past the end of its pack loaded");
+        kb_hex_encode(cut_id, 8, bid);
+        cr_assert(strstr(e.msg, bid), "%s", e.msg);
+        kb_repo_close(r);
+}
