@@ -208,6 +208,7 @@ Test(treecache, a_cut_pack_fails_only_the_trees_past_the_cut)
         char snap[KB_ID_HEX_LEN + 1], hex[KB_ID_HEX_LEN + 1], path[512], bid[17];
         struct kb_snapshot_list l = {0};
         const struct kb_index_entry *first, *cut;
+        const ProtobufCBinaryData *root;
         uint8_t first_id[KB_ID_LEN], cut_id[KB_ID_LEN];
         struct kb_repo *r = NULL;
         struct kb_err e = {0};
@@ -216,8 +217,9 @@ Test(treecache, a_cut_pack_fails_only_the_trees_past_the_cut)
 
         backup_tree(snap);
         cr_assert_eq(kb_repo_open(ops_dir, "pw", 2, 0, &r, &e), 0, "%s", e.msg);
-        leaf_id(r, root_of(r, snap, &l), 0, 0, first_id);
-        leaf_id(r, root_of(r, snap, &l), 19, 19, cut_id);
+        root = root_of(r, snap, &l);
+        leaf_id(r, root, 0, 0, first_id);
+        leaf_id(r, root, 19, 19, cut_id);
         first = kb_index_lookup(r->index, first_id);
         cut = kb_index_lookup(r->index, cut_id);
         cr_assert(first && cut && first->pack == cut->pack);
