@@ -21,7 +21,7 @@ static const char help[] =
     "Options:\n"
     "  --name NAMESPACE/PVC    what this volume is, for listing and restore\n"
     "  --tag KEY=VALUE         a tag (repeatable)\n"
-    "  --threads N             worker threads (default: all cores)\n"
+    "  --threads N             worker threads (default: the usable CPUs)\n"
     "  --force                 read every file (no parent snapshot)\n" CLI_HOOK_HELP
         CLI_OBSERVE_HELP;
 
@@ -34,12 +34,13 @@ static void print_summary(const struct kb_volume_backup_result *res)
         if (cli.json) {
                 printf("{\"snapshot\":\"%s\",\"files\":%llu,\"dirs\":%llu,\"bytes_read\":%llu,"
                        "\"bytes_new\":%llu,\"bytes_stored\":%llu,\"errors\":%llu,"
-                       "\"files_unchanged\":%llu,\"parent\":\"%s\",\"duration_sec\":%.3f}\n",
+                       "\"files_unchanged\":%llu,\"parent\":\"%s\",\"threads\":%u,"
+                       "\"duration_sec\":%.3f}\n",
                        res->snapshot_id, (unsigned long long)res->files,
                        (unsigned long long)res->dirs, (unsigned long long)res->bytes_read,
                        (unsigned long long)res->bytes_new, (unsigned long long)res->bytes_stored,
                        (unsigned long long)res->errors, (unsigned long long)res->files_unchanged,
-                       res->parent_id, res->duration_sec);
+                       res->parent_id, res->threads, res->duration_sec);
                 return;
         }
         if (!cli.quiet) {
@@ -53,9 +54,10 @@ static void print_summary(const struct kb_volume_backup_result *res)
                                (unsigned long long)res->files_unchanged);
                 printf("read: %s, new after dedup: %s, stored after compression: %s\n", read, added,
                        stored);
-                printf("duration: %.2f s (%.1f MB/s)\n", res->duration_sec,
+                printf("duration: %.2f s (%.1f MB/s, %u thread%s)\n", res->duration_sec,
                        res->duration_sec > 0 ? (double)res->bytes_read / 1e6 / res->duration_sec
-                                             : 0.0);
+                                             : 0.0,
+                       res->threads, res->threads == 1 ? "" : "s");
                 printf("snapshot saved:\n");
         }
         printf("%s\n", res->snapshot_id);

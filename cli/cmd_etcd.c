@@ -28,8 +28,8 @@ static const char backup_help[] =
     "  --name NAME             name of the snapshot (default etcd-<cluster id>)\n"
     "  --tag KEY=VALUE         a tag (repeatable)\n"
     "  --timeout SECONDS       connect and idle timeout (default 5 connect, 30 idle)\n"
-    "  --threads N             worker threads (default: all cores)\n" CLI_HOOK_HELP CLI_OBSERVE_HELP
-    "\n"
+    "  --threads N             worker threads (default: the usable CPUs)\n" CLI_HOOK_HELP
+        CLI_OBSERVE_HELP "\n"
     "The new snapshot's id is the last line of standard output.\n";
 
 static const char restore_help[] =

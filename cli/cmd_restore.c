@@ -18,7 +18,7 @@ static const char help[] =
     "  --target DIR       where to restore (required)\n"
     "  --include PATH     restore only PATH (a file or directory, relative to the\n"
     "                     backed-up directory), at DIR/PATH\n"
-    "  --threads N        worker threads (default: all cores)\n";
+    "  --threads N        worker threads (default: the usable CPUs)\n";
 
 enum { OPT_TARGET = OPT_FIRST_COMMAND, OPT_INCLUDE, OPT_THREADS };
 
@@ -87,15 +87,15 @@ static int restore_volume(int argc, char **argv)
         cli_report_stat(CLI_STAT_ERRORS, res.errors);
         if (cli.json) {
                 printf("{\"files\":%llu,\"dirs\":%llu,\"bytes\":%llu,\"errors\":%llu,"
-                       "\"duration_sec\":%.3f}\n",
+                       "\"threads\":%u,\"duration_sec\":%.3f}\n",
                        (unsigned long long)res.files, (unsigned long long)res.dirs,
-                       (unsigned long long)res.bytes, (unsigned long long)res.errors,
+                       (unsigned long long)res.bytes, (unsigned long long)res.errors, res.threads,
                        res.duration_sec);
         } else if (!cli.quiet) {
                 cli_human_bytes(res.bytes, bytes, sizeof(bytes));
-                printf("restored %llu files, %llu dirs, %s in %.2f s to %s\n",
+                printf("restored %llu files, %llu dirs, %s in %.2f s to %s (%u thread%s)\n",
                        (unsigned long long)res.files, (unsigned long long)res.dirs, bytes,
-                       res.duration_sec, target);
+                       res.duration_sec, target, res.threads, res.threads == 1 ? "" : "s");
         }
         if (r == KB_EPARTIAL) {
                 cli_log(CLI_LOG_WARN, NULL, "restore finished with %llu error(s)",

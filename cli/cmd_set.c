@@ -34,7 +34,7 @@ static const char backup_help[] =
     "  --config FILE           config file (default $KBACKUP_CONFIG, else\n"
     "                          " KB_CONFIG_DEFAULT_PATH ")\n"
     "  --tag KEY=VALUE         a tag on every snapshot of the set (repeatable)\n"
-    "  --threads N             worker threads (default: all cores)\n"
+    "  --threads N             worker threads (default: the usable CPUs)\n"
     "  --endpoints, --cacert, --cert, --key, --user, --timeout\n"
     "                          override the profile's etcd settings\n" CLI_HOOK_HELP
         CLI_OBSERVE_HELP "\n"
@@ -58,7 +58,7 @@ static const char restore_help[] =
     "  --from-cluster NAME     with 'latest' or a prefix: only sets of this profile\n"
     "  --config FILE           config file (default $KBACKUP_CONFIG, else\n"
     "                          " KB_CONFIG_DEFAULT_PATH ")\n"
-    "  --threads N             worker threads for volumes (default: all cores)\n"
+    "  --threads N             worker threads for volumes (default: the usable CPUs)\n"
     "  --endpoints, --cacert, --cert, --key, --user, --timeout\n"
     "                          override the target profile's etcd settings\n" CLI_KEYRESTORE_HELP;
 

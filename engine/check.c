@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "cpus.h"
 #include "maint.h"
 
 #define M_LIVE    KB_MARK_LIVE
@@ -419,8 +420,7 @@ static void *read_worker(void *arg)
 static void run_readers(struct readjob *j)
 {
         pthread_t t[CHECK_MAX_THREADS];
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        size_t want = ncpu > 0 ? (size_t)ncpu : 1, n = 0;
+        size_t want = kb_cpus_available(), n = 0;
 
         if (want > CHECK_MAX_THREADS)
                 want = CHECK_MAX_THREADS;

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "crypto.h"
 #include "fsmeta.h"
 #include "pack_reader.h"
@@ -655,11 +656,8 @@ int kb_restore_pool_new(const struct kb_restore_pool_cfg *cfg, struct kb_restore
 
         if (!p)
                 return kb_err_set(err, -ENOMEM, "out of memory");
-        if (threads == 0) {
-                long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
-                threads = ncpu > 0 ? (unsigned)ncpu : 1;
-        }
+        if (threads == 0)
+                threads = kb_cpus_available();
         if (threads > POOL_MAX_THREADS)
                 threads = POOL_MAX_THREADS;
         p->cfg = *cfg;
@@ -750,8 +748,10 @@ int kb_restore_pool_free(struct kb_restore_pool *p, struct kb_err *err)
         return rc;
 }
 
-void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes)
+void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes,
+                           unsigned *threads)
 {
+        *threads = p->nthreads;
         *files = atomic_load(&p->files);
         *bytes = atomic_load(&p->bytes);
 }

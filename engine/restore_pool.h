@@ -29,7 +29,7 @@ struct kb_restore_group;
 
 struct kb_restore_pool_cfg {
         struct kb_repo *repo;
-        unsigned threads; /* 0 = online cores */
+        unsigned threads; /* 0 = the CPUs this process may use (kb_cpus_available) */
         int owner;        /* chown restored files to their recorded owner */
         size_t max_files; /* files open at once; 0 = 256 (less under a low descriptor limit) */
         /* A problem with one file; counted is 0 for limits of the target (see fsmeta.h). */
@@ -83,7 +83,9 @@ int kb_restore_pool_poll(struct kb_restore_pool *p, struct kb_err *err);
 /* Block until every file handed over so far is done; returns as kb_restore_pool_poll. */
 int kb_restore_pool_wait(struct kb_restore_pool *p, struct kb_err *err);
 
-/* Files finished (closed with their metadata) and content bytes written so far. */
-void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes);
+/* Files finished (closed with their metadata) and content bytes written so far, and the number
+ * of workers. */
+void kb_restore_pool_stats(struct kb_restore_pool *p, uint64_t *files, uint64_t *bytes,
+                           unsigned *threads);
 
 #endif

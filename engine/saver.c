@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpus.h"
+
 #define SAVER_MAX_THREADS 64
 
 struct job {
@@ -143,14 +145,11 @@ int kb_saver_new(struct kb_repo *repo, unsigned threads, size_t max_inflight_byt
                  struct kb_saver **out, struct kb_err *err)
 {
         struct kb_saver *s = calloc(1, sizeof(*s));
-        long ncpu;
 
         if (!s)
                 return kb_err_set(err, -ENOMEM, "out of memory");
-        if (threads == 0) {
-                ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-                threads = ncpu > 0 ? (unsigned)ncpu : 1;
-        }
+        if (threads == 0)
+                threads = kb_cpus_available();
         if (threads > SAVER_MAX_THREADS)
                 threads = SAVER_MAX_THREADS;
         s->repo = repo;
@@ -316,5 +315,6 @@ void kb_saver_get_stats(struct kb_saver *s, struct kb_saver_stats *out)
 {
         pthread_mutex_lock(&s->lock);
         *out = s->stats;
+        out->threads = s->nthreads;
         pthread_mutex_unlock(&s->lock);
 }

@@ -23,9 +23,10 @@ struct kb_saver_stats {
         uint64_t blobs_new;    /* chunks not already in the repository */
         uint64_t bytes_new;    /* plaintext bytes of those */
         uint64_t bytes_stored; /* bytes they take in packs */
+        unsigned threads;      /* workers running */
 };
 
-/* threads == 0 picks the number of online cores. */
+/* threads == 0 picks the CPUs this process may use (kb_cpus_available). */
 int kb_saver_new(struct kb_repo *repo, unsigned threads, size_t max_inflight_bytes,
                  struct kb_saver **out, struct kb_err *err);
 

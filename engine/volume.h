@@ -24,7 +24,7 @@ struct kb_volume_backup_opts {
         const char *name;        /* NAMESPACE/PVC or NULL */
         const char *const *tags; /* "KEY=VALUE" strings */
         size_t ntags;
-        unsigned threads; /* 0 = all cores */
+        unsigned threads; /* 0 = the CPUs this process may use (kb_cpus_available) */
         /* Read every file. By default the newest snapshot of the same source (host, path, name)
          * is the parent, and files unchanged since it (size, mtime, ctime, inode) are not read. */
         int no_parent;
@@ -40,6 +40,7 @@ struct kb_volume_backup_result {
         char parent_id[KB_ID_HEX_LEN + 1]; /* "" when there was none */
         uint64_t files, dirs, bytes_read, bytes_new, bytes_stored, errors;
         uint64_t files_unchanged, bytes_unchanged; /* taken from the parent without reading */
+        unsigned threads;                          /* workers that ran */
         double duration_sec;
 };
 
@@ -61,6 +62,7 @@ struct kb_volume_restore_opts {
 
 struct kb_volume_restore_result {
         uint64_t files, dirs, bytes, errors;
+        unsigned threads; /* workers that ran */
         double duration_sec;
 };
 

@@ -586,6 +586,7 @@ static int save_snapshot(struct bctx *c, const char *src, Kbackup__Node *root, i
                 res->bytes_unchanged = c->bytes_unchanged;
                 if (c->have_parent)
                         kb_hex_encode(c->parent_id, KB_ID_LEN, res->parent_id);
+                res->threads = ss.threads;
                 res->duration_sec = stats.duration_sec;
         }
         kb_snapshot_meta_free(&meta);

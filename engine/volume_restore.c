@@ -84,6 +84,7 @@ struct rctx {
         struct rdir *dir;               /* the same directory */
         uint64_t files, dirs, bytes, errors;
         uint64_t pool_files;
+        unsigned threads; /* the pool's workers */
         uint64_t files_total, bytes_total;
         double last_progress;
 };
@@ -127,7 +128,7 @@ static void progress(struct rctx *c, int force)
                 return;
         c->last_progress = now;
         if (c->pool)
-                kb_restore_pool_stats(c->pool, &c->pool_files, &c->bytes);
+                kb_restore_pool_stats(c->pool, &c->pool_files, &c->bytes, &c->threads);
         p.files_done = c->files + c->pool_files;
         p.bytes_done = c->bytes;
         p.files_total = c->files_total;
@@ -795,7 +796,7 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
 
 out:
         if (c.pool) {
-                kb_restore_pool_stats(c.pool, &c.pool_files, &c.bytes);
+                kb_restore_pool_stats(c.pool, &c.pool_files, &c.bytes, &c.threads);
                 prc = kb_restore_pool_free(c.pool, rc < 0 ? NULL : err);
                 if (rc == 0)
                         rc = prc;
@@ -816,6 +817,7 @@ out:
                 res->dirs = c.dirs;
                 res->bytes = c.bytes;
                 res->errors = c.errors;
+                res->threads = c.threads;
                 res->duration_sec = kb_volclock() - start;
         }
         if (rc == 0 && c.errors)
