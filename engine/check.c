@@ -18,6 +18,7 @@
 
 #include "cpus.h"
 #include "maint.h"
+#include "prefetch.h"
 
 #define M_LIVE    KB_MARK_LIVE
 #define M_DAMAGED 2
@@ -72,19 +73,21 @@ static const char *blob_kind(uint8_t type)
 
 /* ---- index files ---- */
 
-static int load_index_file(const char *name, uint64_t size, void *arg)
+static int load_index_file(const char *name, int rc, struct kb_buf *plain,
+                           const struct kb_err *ferr, void *arg)
 {
         struct cctx *c = arg;
         struct kb_err e = {0};
-        int rc;
 
-        (void)size;
         c->res->index_files++;
-        rc = kb_repo_index_load_one(c->r, name, &e);
+        if (rc == 0)
+                rc = kb_repo_index_apply(c->r, name, plain, &e);
+        else
+                kb_err_set(&e, rc, "index %.16s: %s", name, ferr->msg);
         if (rc == -ENOMEM)
                 return kb_err_set(c->err, rc, "out of memory loading the index");
         if (rc < 0)
-                say(c, 1, "%s", e.msg); /* already names the index file */
+                say(c, 1, "%s", e.msg); /* names the index file */
         return 0;
 }
 
@@ -98,7 +101,7 @@ static int load_index(struct cctx *c)
         kb_index_free(c->r->index);
         c->r->index = fresh;
         c->r->n_index_names = 0;
-        return kb_backend_list(c->r->be, KB_OBJ_INDEX, load_index_file, c, c->err);
+        return kb_repo_object_each(c->r, KB_OBJ_INDEX, load_index_file, c, c->err);
 }
 
 /* ---- pack structure ---- */
@@ -158,46 +161,80 @@ static void compare_header(struct cctx *c, struct kb_maint_pack *mp, const char 
         }
 }
 
-/* Read the pack's tail (length word and sealed header) and compare it with the index. */
-static int check_pack_header(struct cctx *c, struct kb_maint_pack *mp)
-{
-        Kbackup__PackHeader *ph = NULL;
-        char hex[KB_ID_HEX_LEN + 1];
-        struct kb_err e = {0};
-        uint32_t hlen = 0;
+/* Every pack's tail (length word and sealed header), read a few at a time (a round trip each
+ * over S3) and compared with the index in listing order. */
+struct header_slot {
+        Kbackup__PackHeader *ph;
+        uint32_t hlen;
         int rc;
+        struct kb_err err;
+};
+
+struct header_run {
+        struct cctx *c;
+        struct header_slot *slots;
+        int failed; /* use_header failed, with its message */
+};
+
+static void fetch_header(size_t i, void *arg)
+{
+        struct header_run *h = arg;
+        struct kb_maint_pack *mp = &h->c->packs.v[i];
+        struct header_slot *s = &h->slots[i];
+        char hex[KB_ID_HEX_LEN + 1];
+
+        if (mp->size < 0)
+                return; /* missing */
+        kb_hex_encode(mp->id, KB_ID_LEN, hex);
+        s->rc = kb_pack_header_read(h->c->r, hex, (uint64_t)mp->size, &s->ph, &s->hlen, &s->err);
+}
+
+static int use_header(size_t i, void *arg)
+{
+        struct header_run *h = arg;
+        struct cctx *c = h->c;
+        struct kb_maint_pack *mp = &c->packs.v[i];
+        struct header_slot *s = &h->slots[i];
+        char hex[KB_ID_HEX_LEN + 1];
+        int rc = 0;
 
         kb_hex_encode(mp->id, KB_ID_LEN, hex);
-        rc = kb_pack_header_read(c->r, hex, (uint64_t)mp->size, &ph, &hlen, &e);
-        if (rc == -ENOMEM)
-                return kb_err_set(c->err, rc, "out of memory");
-        if (rc < 0) {
-                say(c, 1, "pack %s: %s", hex, e.msg);
-                return 0;
-        }
-        compare_header(c, mp, hex, ph, hlen);
-        kbackup__pack_header__free_unpacked(ph, NULL);
-        return 0;
+        if (mp->size < 0)
+                say(c, 1, "pack %s is missing (%u indexed blob(s))", hex, mp->nblobs);
+        else if (s->rc == -ENOMEM)
+                rc = kb_err_set(c->err, -ENOMEM, "out of memory");
+        else if (s->rc < 0)
+                say(c, 1, "pack %s: %s", hex, s->err.msg);
+        else
+                compare_header(c, mp, hex, s->ph, s->hlen);
+        if (s->ph)
+                kbackup__pack_header__free_unpacked(s->ph, NULL);
+        s->ph = NULL;
+        progress(c, "packs", i + 1, c->packs.n);
+        h->failed = rc < 0;
+        return rc;
 }
 
 static int check_packs(struct cctx *c)
 {
         struct kb_maint_packs *p = &c->packs;
+        struct header_run h = {c, NULL, 0};
         struct kb_index_entry *e;
         size_t pos = 0;
         int rc = 0;
 
-        for (size_t i = 0; i < p->n && rc == 0; i++) {
-                char hex[KB_ID_HEX_LEN + 1];
-
-                if (p->v[i].size < 0) {
-                        kb_hex_encode(p->v[i].id, KB_ID_LEN, hex);
-                        say(c, 1, "pack %s is missing (%u indexed blob(s))", hex, p->v[i].nblobs);
-                } else {
-                        rc = check_pack_header(c, &p->v[i]);
-                }
-                progress(c, "packs", i + 1, p->n);
-        }
+        if (p->n && !(h.slots = calloc(p->n, sizeof(*h.slots))))
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        rc = kb_prefetch_run(p->n, KB_PREFETCH_THREADS, KB_PREFETCH_AHEAD, fetch_header, use_header,
+                             &h);
+        if (rc < 0 && !h.failed)
+                kb_err_set(c->err, rc, "out of memory");
+        for (size_t i = 0; i < p->n; i++) /* read ahead of a failure */
+                if (h.slots[i].ph)
+                        kbackup__pack_header__free_unpacked(h.slots[i].ph, NULL);
+        free(h.slots);
+        if (rc < 0)
+                return rc;
         while ((e = (struct kb_index_entry *)kb_index_next(c->r->index, &pos)) != NULL) {
                 struct kb_maint_pack *mp = kb_maint_pack_of(p, e->pack);
 
@@ -224,21 +261,21 @@ struct snap_names {
         size_t cap;
 };
 
-static int load_snapshot(const char *name, uint64_t size, void *arg)
+static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const struct kb_err *ferr,
+                         void *arg)
 {
         struct snap_names *sn = arg;
         struct cctx *c = sn->c;
         struct kb_snapshot_list *l = &c->snaps;
-        Kbackup__Snapshot *s;
+        Kbackup__Snapshot *s = NULL;
         struct kb_err e = {0};
-        int rc;
 
-        (void)size;
-        if (strlen(name) != KB_ID_HEX_LEN)
-                return 0;
-        rc = kb_repo_snapshot_load(c->r, name, &s, &e);
-        if (rc == KB_ENOTFOUND)
-                return 0; /* forgotten meanwhile */
+        if (strlen(name) != KB_ID_HEX_LEN || rc == KB_ENOTFOUND)
+                return 0; /* not ours, or forgotten meanwhile */
+        if (rc == 0)
+                rc = kb_repo_snapshot_parse(name, plain, &s, &e);
+        else
+                kb_err_set(&e, rc, "snapshot %.16s: %s", name, ferr->msg);
         if (rc == -ENOMEM)
                 return kb_err_set(c->err, rc, "out of memory");
         if (rc < 0) {
@@ -652,7 +689,7 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
         /* Snapshots before the index, and the index before the packs: each is written after
          * what it names, so a backup finishing meanwhile cannot make a sound repository look
          * damaged (at worst its new packs show up as leftovers). */
-        rc = kb_backend_list(r->be, KB_OBJ_SNAPSHOT, load_snapshot, &sn, err);
+        rc = kb_repo_object_each(r, KB_OBJ_SNAPSHOT, load_snapshot, &sn, err);
         if (rc == 0) {
                 if (c.snaps.count)
                         qsort(c.snaps.items, c.snaps.count, sizeof(*c.snaps.items), by_time);

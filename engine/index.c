@@ -11,7 +11,8 @@
 
 struct pack_slot {
         uint8_t id[KB_ID_LEN];
-        uint8_t has_data; /* a blob other than a tree was indexed in it */
+        uint8_t has_data;  /* a blob other than a tree was indexed in it */
+        uint64_t data_end; /* the end of its last indexed blob */
 };
 
 struct kb_index {
@@ -102,8 +103,14 @@ int kb_index_insert(struct kb_index *ix, const struct kb_index_entry *e, int *in
         *slot = *e;
         slot->used = 1;
         ix->count++;
-        if (e->type != KBACKUP__BLOB_TYPE__BLOB_TREE && e->pack < ix->npacks)
-                ix->packs[e->pack].has_data = 1;
+        if (e->pack < ix->npacks) {
+                struct pack_slot *p = &ix->packs[e->pack];
+
+                if (e->type != KBACKUP__BLOB_TYPE__BLOB_TREE)
+                        p->has_data = 1;
+                if ((uint64_t)e->offset + e->length > p->data_end)
+                        p->data_end = (uint64_t)e->offset + e->length;
+        }
         if (inserted)
                 *inserted = 1;
         return 0;
@@ -210,6 +217,11 @@ const uint8_t *kb_index_pack_id(const struct kb_index *ix, uint32_t pack)
 int kb_index_pack_trees_only(const struct kb_index *ix, uint32_t pack)
 {
         return pack < ix->npacks && !ix->packs[pack].has_data;
+}
+
+uint64_t kb_index_pack_data_end(const struct kb_index *ix, uint32_t pack)
+{
+        return pack < ix->npacks ? ix->packs[pack].data_end : 0;
 }
 
 size_t kb_index_pack_count(const struct kb_index *ix)

@@ -41,6 +41,9 @@ const uint8_t *kb_index_pack_id(const struct kb_index *ix, uint32_t pack);
 size_t kb_index_pack_count(const struct kb_index *ix);
 /* No data blob was indexed in the pack (it holds trees only, see treecache.h). */
 int kb_index_pack_trees_only(const struct kb_index *ix, uint32_t pack);
+/* Where the pack's last indexed blob ends (offset + length): its blobs lie before this, its
+ * header after it. A read up to here needs no stat of the pack. */
+uint64_t kb_index_pack_data_end(const struct kb_index *ix, uint32_t pack);
 
 /* Insert; an id already present is left as it was (returns 0, *inserted = 0). */
 int kb_index_insert(struct kb_index *ix, const struct kb_index_entry *e, int *inserted);

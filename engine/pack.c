@@ -705,6 +705,7 @@ int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct k
                 loc->e = *found;
                 memcpy(pack_id, kb_index_pack_id(r->index, found->pack), KB_ID_LEN);
                 loc->trees_only = kb_index_pack_trees_only(r->index, found->pack);
+                loc->data_end = kb_index_pack_data_end(r->index, found->pack);
         }
         pthread_mutex_unlock(&r->lock);
         short_hex(id, bid);
@@ -790,9 +791,8 @@ static int remember_index_name(struct kb_repo *r, const char *name)
         return 0;
 }
 
-/* Add the entries of index file `name` (its plaintext) to r->index. */
-static int index_apply(struct kb_repo *r, const char *name, const struct kb_buf *plain,
-                       struct kb_err *err)
+int kb_repo_index_apply(struct kb_repo *r, const char *name, const struct kb_buf *plain,
+                        struct kb_err *err)
 {
         Kbackup__Index *ix;
         size_t i, j;
@@ -836,26 +836,13 @@ static int index_apply(struct kb_repo *r, const char *name, const struct kb_buf 
         return rc;
 }
 
-int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err)
-{
-        struct kb_buf plain = KB_BUF_INIT;
-        int rc = kb_repo_object_get(r, KB_OBJ_INDEX, name, &plain, err);
-
-        if (rc < 0)
-                kb_err_prefix(err, "index %.16s: ", name);
-        else
-                rc = index_apply(r, name, &plain, err);
-        kb_buf_free(&plain);
-        return rc;
-}
-
 static int load_listed_index(const char *name, int rc, struct kb_buf *plain,
                              const struct kb_err *ferr, void *arg)
 {
         struct index_load *l = arg;
 
         if (rc == 0)
-                return index_apply(l->r, name, plain, l->err);
+                return kb_repo_index_apply(l->r, name, plain, l->err);
         if (l->err) {
                 *l->err = *ferr;
                 kb_err_prefix(l->err, "index %.16s: ", name);

@@ -88,8 +88,9 @@ void kb_pack_builder_free(struct pack_builder *b);
 /* An index entry for blob b (of an index file or a pack header) in pack slot `pack`. */
 void kb_index_entry_from_blob(struct kb_index_entry *e, const Kbackup__IndexBlob *b, uint32_t pack);
 int kb_repo_index_load(struct kb_repo *r, struct kb_err *err);
-/* Load one index file into r->index (and record its name). */
-int kb_repo_index_load_one(struct kb_repo *r, const char *name, struct kb_err *err);
+/* Add the entries of index file `name`, given its plaintext, to r->index (and record its name). */
+int kb_repo_index_apply(struct kb_repo *r, const char *name, const struct kb_buf *plain,
+                        struct kb_err *err);
 /* Append an already sealed blob to a builder (prune copies blobs without re-sealing them). */
 int kb_pack_builder_add_sealed(struct pack_builder *b, const uint8_t id[KB_ID_LEN], uint8_t type,
                                const void *sealed, size_t len, uint32_t raw_len);
@@ -101,6 +102,10 @@ int kb_pack_write(struct kb_repo *r, struct pack_builder *b, uint8_t pack_id[KB_
 int kb_pack_finish(struct kb_repo *r, struct pack_builder *b, struct kb_err *err);
 /* A detached pack that will not be written: its blobs leave the index, inflight goes down. */
 void kb_pack_finish_failed(struct kb_repo *r, struct pack_builder *b);
+
+/* snapshot.c: parse a snapshot record's plaintext (KB_ECORRUPT naming `id` when it does not). */
+int kb_repo_snapshot_parse(const char *id, const struct kb_buf *plain, Kbackup__Snapshot **out,
+                           struct kb_err *err);
 
 /* pack_writer.c: hand a detached full pack to the background writers (blocks while
  * KB_PACK_WRITERS packs are detached); returns an earlier writer's error, if any. */
@@ -122,7 +127,8 @@ void kb_repo_zstd_ctx_destroy(void *ctx); /* pthread key destructor */
 struct kb_blob_loc {
         struct kb_index_entry e;
         char pack[KB_ID_HEX_LEN + 1];
-        int trees_only; /* its pack holds nothing but trees (kb_index_pack_trees_only) */
+        int trees_only;    /* its pack holds nothing but trees (kb_index_pack_trees_only) */
+        uint64_t data_end; /* where the pack's indexed blobs end (kb_index_pack_data_end) */
 };
 int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_blob_loc *loc,
                         struct kb_err *err);

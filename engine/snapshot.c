@@ -101,8 +101,8 @@ struct list_ctx {
         struct kb_err *err;
 };
 
-static int snapshot_parse(const char *id, const struct kb_buf *plain, Kbackup__Snapshot **out,
-                          struct kb_err *err)
+int kb_repo_snapshot_parse(const char *id, const struct kb_buf *plain, Kbackup__Snapshot **out,
+                           struct kb_err *err)
 {
         *out = kbackup__snapshot__unpack(NULL, plain->len, plain->data);
         return *out ? 0 : kb_err_set(err, KB_ECORRUPT, "snapshot %.16s does not parse", id);
@@ -118,7 +118,7 @@ int kb_repo_snapshot_load(struct kb_repo *r, const char *id, Kbackup__Snapshot *
         if (rc < 0)
                 kb_err_prefix(err, "snapshot %.16s: ", id);
         else
-                rc = snapshot_parse(id, &plain, out, err);
+                rc = kb_repo_snapshot_parse(id, &plain, out, err);
         kb_buf_free(&plain);
         return rc;
 }
@@ -147,7 +147,7 @@ static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const s
                 }
                 return rc;
         }
-        rc = snapshot_parse(name, plain, &s, c->err);
+        rc = kb_repo_snapshot_parse(name, plain, &s, c->err);
         if (rc < 0)
                 return rc;
         if (c->l->count == c->cap) {

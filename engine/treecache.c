@@ -1,12 +1,13 @@
 /* treecache.c - directory records read a block of their pack at a time (see treecache.h).
  *
  * A block is the BLOCK_BYTES-aligned stretch of a pack around the tree asked for, extended to
- * the tree's end when the tree crosses into the next block and cut at the pack's size (a read past
- * the end is an error for a backend). The last few blocks stay, least recently used first out, so
- * memory is bounded by BLOCKS x BLOCK_BYTES whatever the repository. Blocks are keyed by pack name:
- * an index reload renumbers packs. Every tree is still opened and verified on its own, so damage
- * in a block fails only the trees it touches; a block that cannot be read falls back to reading
- * the tree alone, which reports the error as before. */
+ * the tree's end when the tree crosses into the next block and cut where the pack's indexed blobs
+ * end (the index knows that, so no request asks for the pack's size, and the header behind the
+ * blobs is not read; a read past a pack's end is an error for a backend). The last few blocks stay,
+ * least recently used first out, so memory is bounded by BLOCKS x BLOCK_BYTES whatever the
+ * repository. Blocks are keyed by pack name: an index reload renumbers packs. Every tree is still
+ * opened and verified on its own, so damage in a block fails only the trees it touches; a block
+ * that cannot be read falls back to reading the tree alone, which reports the error as before. */
 #include "treecache.h"
 
 #include <errno.h>
@@ -18,8 +19,6 @@
 
 #define BLOCK_BYTES (4u << 20)
 #define BLOCKS      4
-/* Pack sizes remembered (one stat each); tree packs are few. */
-#define SIZES 16
 
 struct block {
         char pack[KB_ID_HEX_LEN + 1];
@@ -28,16 +27,9 @@ struct block {
         uint64_t used; /* tick of the last hit; 0: empty */
 };
 
-struct pack_size {
-        char pack[KB_ID_HEX_LEN + 1];
-        uint64_t size;
-};
-
 struct kb_treecache {
         pthread_mutex_t lock;
         struct block blocks[BLOCKS];
-        struct pack_size sizes[SIZES];
-        unsigned next_size;
         uint64_t tick;
 };
 
@@ -78,40 +70,20 @@ static struct block *find_block(struct kb_treecache *c, const struct kb_blob_loc
         return NULL;
 }
 
-static int pack_size(struct kb_treecache *c, struct kb_repo *r, const char *pack, uint64_t *size,
-                     struct kb_err *err)
-{
-        struct pack_size *s;
-        int rc;
-
-        for (int i = 0; i < SIZES; i++)
-                if (strcmp(c->sizes[i].pack, pack) == 0) {
-                        *size = c->sizes[i].size;
-                        return 0;
-                }
-        rc = kb_backend_stat(r->be, KB_OBJ_PACK, pack, size, err);
-        if (rc < 0)
-                return rc;
-        s = &c->sizes[c->next_size++ % SIZES];
-        memcpy(s->pack, pack, sizeof(s->pack));
-        s->size = *size;
-        return 0;
-}
-
 /* Read the block holding the blob into the least recently used slot; NULL when it cannot be. */
 static struct block *read_block(struct kb_treecache *c, struct kb_repo *r,
                                 const struct kb_blob_loc *loc)
 {
-        uint64_t off = loc->e.offset, end = off + loc->e.length, start, stop, size;
+        uint64_t off = loc->e.offset, end = off + loc->e.length, start, stop;
         struct block *b = &c->blocks[0];
         struct kb_err e = {0};
 
-        if (pack_size(c, r, loc->pack, &size, &e) < 0 || end > size)
-                return NULL;
+        if (end > loc->data_end)
+                return NULL; /* cannot be, short of a changed index: read the tree alone */
         start = off / BLOCK_BYTES * BLOCK_BYTES;
         stop = start + BLOCK_BYTES > end ? start + BLOCK_BYTES : end;
-        if (stop > size)
-                stop = size;
+        if (stop > loc->data_end)
+                stop = loc->data_end;
         for (int i = 1; i < BLOCKS; i++)
                 if (c->blocks[i].used < b->used)
                         b = &c->blocks[i];

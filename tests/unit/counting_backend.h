@@ -15,10 +15,11 @@
 struct counting {
         struct kb_backend base;
         struct kb_backend *real;
-        atomic_uint gets;
+        atomic_uint gets, stats; /* pack reads, size requests of any type */
         _Atomic uint64_t bytes;
-        atomic_uint inflight, max_inflight; /* reads of any type */
-        unsigned delay_us;                  /* added to every read */
+        atomic_uint inflight, max_inflight;           /* reads of any type */
+        atomic_uint pack_inflight, max_pack_inflight; /* reads of packs */
+        unsigned delay_us;                            /* added to every read */
 };
 
 static inline struct counting *counting_of(struct kb_backend *be)
@@ -32,22 +33,32 @@ static inline int c_put(struct kb_backend *be, enum kb_obj_type t, const char *n
         return kb_backend_put(counting_of(be)->real, t, name, data, len, err);
 }
 
+/* Count one more read in flight, raising the high-water mark. */
+static inline void counting_enter(atomic_uint *inflight, atomic_uint *max_inflight)
+{
+        unsigned now = atomic_fetch_add(inflight, 1) + 1, max = atomic_load(max_inflight);
+
+        while (now > max && !atomic_compare_exchange_weak(max_inflight, &max, now)) {
+        }
+}
+
 static inline int c_get(struct kb_backend *be, enum kb_obj_type t, const char *name, uint64_t off,
                         size_t len, struct kb_buf *out, struct kb_err *err)
 {
         struct counting *c = counting_of(be);
-        unsigned now = atomic_fetch_add(&c->inflight, 1) + 1, max = atomic_load(&c->max_inflight);
         int rc;
 
-        while (now > max && !atomic_compare_exchange_weak(&c->max_inflight, &max, now)) {
-        }
+        counting_enter(&c->inflight, &c->max_inflight);
         if (t == KB_OBJ_PACK) {
+                counting_enter(&c->pack_inflight, &c->max_pack_inflight);
                 atomic_fetch_add(&c->gets, 1);
                 atomic_fetch_add(&c->bytes, len);
         }
         if (c->delay_us)
                 usleep(c->delay_us);
         rc = kb_backend_get(c->real, t, name, off, len, out, err);
+        if (t == KB_OBJ_PACK)
+                atomic_fetch_sub(&c->pack_inflight, 1);
         atomic_fetch_sub(&c->inflight, 1);
         return rc;
 }
@@ -55,6 +66,7 @@ static inline int c_get(struct kb_backend *be, enum kb_obj_type t, const char *n
 static inline int c_stat(struct kb_backend *be, enum kb_obj_type t, const char *name,
                          uint64_t *size, struct kb_err *err)
 {
+        atomic_fetch_add(&counting_of(be)->stats, 1);
         return kb_backend_stat(counting_of(be)->real, t, name, size, err);
 }
 

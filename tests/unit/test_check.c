@@ -1,8 +1,10 @@
 /* test_check.c - check finds and names each kind of damage, and the snapshots and files it
- * affects; a sound repository (leftovers included) passes. */
+ * affects; a sound repository (leftovers included) passes; over a slow store it reads several
+ * records and pack headers at once and still reports in a fixed order. */
 #include "ops_testlib.h"
 
 #include "check.h"
+#include "counting_backend.h"
 
 TestSuite(check, .init = ops_setup, .fini = ops_teardown);
 
@@ -238,4 +240,61 @@ Test(check, subset_reads_a_share_of_the_packs)
         cr_expect_eq(res.packs_read, (res.packs + 1) / 2, "%llu of %llu",
                      (unsigned long long)res.packs_read, (unsigned long long)res.packs);
         free(log);
+}
+
+/* check without --read-data over a store slowed down like a remote one (each read 10 ms); the
+ * most pack (header) reads at once in *max_inflight. */
+static struct ops_log *run_check_slow(struct kb_check_result *res, unsigned *max_inflight)
+{
+        struct kb_repo *r = ops_open_flags(KB_REPO_NO_INDEX);
+        struct kb_check_opts o = {.report = ops_report};
+        struct ops_log *log = calloc(1, sizeof(*log));
+        struct counting *c = counting_wrap(r);
+        struct kb_err e = {0};
+
+        c->delay_us = 10000;
+        o.arg = log;
+        cr_assert_eq(kb_check(r, &o, res, &e), 0, "%s", e.msg);
+        *max_inflight = atomic_load(&c->max_pack_inflight);
+        kb_repo_close(r);
+        return log;
+}
+
+#define NGEN 12
+
+Test(check, slow_store_is_read_several_at_once_and_reported_in_order)
+{
+        char id[KB_ID_HEX_LEN + 1], p3[KB_ID_HEX_LEN + 1], p9[KB_ID_HEX_LEN + 1], path[256];
+        struct kb_check_result res, res2;
+        struct ops_log *log, *log2;
+        unsigned inflight, inflight2;
+        struct stat st;
+        uint32_t off;
+
+        for (unsigned g = 1; g <= NGEN; g++) { /* a pack (or more) per snapshot */
+                struct kb_repo *r = ops_open();
+
+                ops_snapshot(r, g, 2, 0, 1700000000 + g, id);
+                kb_repo_close(r);
+        }
+        locate(3, 0, p3, &off);
+        locate(9, 0, p9, &off);
+        pack_path(p3, path, sizeof(path));
+        cr_assert_eq(stat(path, &st), 0);
+        ops_flip(path, st.st_size - 10);
+        pack_path(p9, path, sizeof(path));
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(truncate(path, st.st_size - 3), 0);
+
+        log = run_check_slow(&res, &inflight);
+        cr_expect_eq(res.snapshots, NGEN);
+        cr_expect_geq(res.packs, NGEN);
+        cr_expect(strstr(log->buf, p3) && strstr(log->buf, p9), "%s", log->buf);
+        cr_expect_geq(inflight, 4, "at most %u pack header read(s) at once", inflight);
+        /* Reads finish in another order on another run; the report does not. */
+        log2 = run_check_slow(&res2, &inflight2);
+        cr_expect_eq(res.errors, res2.errors);
+        cr_expect_str_eq(log->buf, log2->buf);
+        free(log);
+        free(log2);
 }

@@ -138,8 +138,10 @@ Test(treecache, a_walk_of_every_tree_reads_a_few_blocks)
         walk(r, root_of(r, snap, &l), NULL, &loaded, &failed);
         cr_assert_eq(failed, 0);
         cr_assert_eq(loaded, 1 + TOP + TOP * SUB);
-        /* One block per tree pack (a few: 421 trees take ~100 KB), never one read per tree. */
+        /* One block per tree pack (a few: 421 trees take ~100 KB), never one read per tree; the
+         * index says where each pack's trees end, so no request asks for a pack's size. */
         cr_expect_leq(c->gets, 4, "%u pack reads for %d trees", c->gets, loaded);
+        cr_expect_eq(c->stats, 0, "%u size requests", c->stats);
         kb_snapshot_list_free(&l);
         kb_repo_close(r);
 }
@@ -200,9 +202,9 @@ Test(treecache, a_pack_with_data_is_not_trees_only)
         kb_index_free(ix);
 }
 
-/* A pack cut short (a replica still being copied, a damaged disk): the block stops at the pack's
- * size, trees before the cut still load, and a tree past it fails alone with an error naming it
- * (its block cannot be read, so it is read alone and that read reports the damage). */
+/* A pack cut short (a replica still being copied, a damaged disk): its block cannot be read whole,
+ * so its trees are read alone: those before the cut still load, and a tree past it fails alone
+ * with an error naming it. */
 Test(treecache, a_cut_pack_fails_only_the_trees_past_the_cut)
 {
         char snap[KB_ID_HEX_LEN + 1], hex[KB_ID_HEX_LEN + 1], path[512], bid[17];
