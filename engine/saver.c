@@ -1,7 +1,10 @@
 /* saver.c - worker threads that hash, dedup, compress, seal and pack submitted chunks.
  *
- * One mutex guards the queue, the groups' counters and the stats: jobs are chunk-sized (hundreds of
- * KiB), so the lock is taken a few thousand times a second at most and never contended for long. */
+ * One mutex guards the queue, the groups' counters and the stats. A chunk can be a whole small
+ * file of a few KiB, tens of thousands a second: handing them over one at a time cost five futex
+ * calls and a context switch per file, as workers drained the queue and slept again after every
+ * file. So an idle worker is woken only once a batch has queued up (or the producer is about to
+ * wait), and a worker takes and settles a batch of jobs per trip through the lock. */
 #include "saver.h"
 
 #include <errno.h>
@@ -13,6 +16,11 @@
 #include "cpus.h"
 
 #define SAVER_MAX_THREADS 64
+/* Queued jobs (or bytes) that wake an idle worker; a worker takes at most a batch at once. */
+#define WAKE_JOBS   16
+#define WAKE_BYTES  (128u << 10)
+#define BATCH_JOBS  16
+#define BATCH_BYTES (256u << 10)
 
 struct job {
         struct kb_saver_group *group;
@@ -22,6 +30,8 @@ struct job {
         size_t len;
         uint8_t *id_slot;
         struct job *next;
+        int rc; /* the worker's outcome, settled with its batch */
+        struct kb_save_result res;
 };
 
 static void release_data(struct kb_bufpool *pool, uint8_t *data, size_t len)
@@ -53,8 +63,9 @@ struct kb_saver {
         pthread_cond_t space; /* queued bytes went down */
         pthread_cond_t done;  /* a job finished */
         struct job *head, *tail;
-        size_t queued_bytes; /* queued and in progress */
-        size_t active;       /* jobs queued or in progress */
+        size_t waiting_jobs, waiting_bytes; /* queued, not taken by a worker yet */
+        size_t queued_bytes;                /* queued and in progress */
+        size_t active;                      /* jobs queued or in progress */
         int stop;
         int rc; /* first error of any job */
         struct kb_err err;
@@ -81,64 +92,107 @@ static void run_done(struct kb_saver_group *g)
         free(g);
 }
 
-static void finish_job(struct kb_saver *s, struct job *j, int rc, const struct kb_err *e,
-                       const struct kb_save_result *res)
+/* Settle a batch of finished jobs under one lock; groups it completes run their done callbacks
+ * once the lock is released. errs[i] is job i's error when its rc is negative. */
+static void finish_batch(struct kb_saver *s, struct job *batch, const struct kb_err *errs)
 {
-        struct kb_saver_group *complete = NULL;
+        struct kb_saver_group *complete[BATCH_JOBS];
+        size_t ncomplete = 0, i = 0;
+        struct job *j;
 
         pthread_mutex_lock(&s->lock);
-        s->stats.blobs++;
-        s->stats.bytes += j->len;
-        if (res->added) {
-                s->stats.blobs_new++;
-                s->stats.bytes_new += j->len;
-                s->stats.bytes_stored += res->stored_bytes;
+        for (j = batch; j; j = j->next, i++) {
+                const struct kb_err *e = &errs[i];
+
+                s->stats.blobs++;
+                s->stats.bytes += j->len;
+                if (j->res.added) {
+                        s->stats.blobs_new++;
+                        s->stats.bytes_new += j->len;
+                        s->stats.bytes_stored += j->res.stored_bytes;
+                }
+                if (j->rc < 0 && s->rc == 0) {
+                        s->rc = j->rc;
+                        s->err = *e;
+                }
+                if (j->group && (complete[ncomplete] = group_settle(j->group, j->rc, e)) != NULL)
+                        ncomplete++;
+                s->queued_bytes -= j->len;
+                s->active--;
         }
-        if (rc < 0 && s->rc == 0) {
-                s->rc = rc;
-                s->err = *e;
-        }
-        if (j->group)
-                complete = group_settle(j->group, rc, e);
-        s->queued_bytes -= j->len;
-        s->active--;
         pthread_cond_broadcast(&s->done);
         pthread_cond_broadcast(&s->space);
         pthread_mutex_unlock(&s->lock);
-        run_done(complete);
+        for (i = 0; i < ncomplete; i++)
+                run_done(complete[i]);
+}
+
+/* Take up to a batch of queued jobs (at least one); called with the lock held and a job queued. */
+static struct job *take_batch(struct kb_saver *s)
+{
+        struct job *first = s->head, *last = first;
+        size_t n = 1, bytes = first->len;
+
+        while (n < BATCH_JOBS && last->next && bytes + last->next->len <= BATCH_BYTES) {
+                last = last->next;
+                bytes += last->len;
+                n++;
+        }
+        s->head = last->next;
+        if (!s->head)
+                s->tail = NULL;
+        last->next = NULL;
+        s->waiting_jobs -= n;
+        s->waiting_bytes -= bytes;
+        /* Enough left for another worker: it need not wait for the producer's next batch. */
+        if (s->waiting_jobs >= WAKE_JOBS || s->waiting_bytes >= WAKE_BYTES)
+                pthread_cond_signal(&s->work);
+        return first;
 }
 
 static void *worker(void *arg)
 {
         struct kb_saver *s = arg;
+        struct kb_err errs[BATCH_JOBS];
 
         for (;;) {
-                struct kb_save_result res = {0};
-                struct kb_err e = {0};
-                struct job *j;
-                int rc;
+                struct job *batch, *j, *next;
+                size_t i = 0;
 
                 pthread_mutex_lock(&s->lock);
                 while (!s->head && !s->stop)
                         pthread_cond_wait(&s->work, &s->lock);
-                j = s->head;
-                if (!j) {
+                if (!s->head) {
                         pthread_mutex_unlock(&s->lock);
                         break;
                 }
-                s->head = j->next;
-                if (!s->head)
-                        s->tail = NULL;
+                batch = take_batch(s);
                 pthread_mutex_unlock(&s->lock);
 
-                kb_repo_blob_id(s->repo, j->data, j->len, j->id_slot);
-                rc = kb_repo_blob_save(s->repo, j->type, j->id_slot, j->data, j->len, &res, &e);
-                release_data(j->pool, j->data, j->len);
-                finish_job(s, j, rc, &e, &res);
-                free(j);
+                for (j = batch; j; j = j->next, i++) {
+                        kb_err_clear(&errs[i]);
+                        memset(&j->res, 0, sizeof(j->res));
+                        kb_repo_blob_id(s->repo, j->data, j->len, j->id_slot);
+                        j->rc = kb_repo_blob_save(s->repo, j->type, j->id_slot, j->data, j->len,
+                                                  &j->res, &errs[i]);
+                        release_data(j->pool, j->data, j->len);
+                }
+                finish_batch(s, batch, errs);
+                for (j = batch; j; j = next) {
+                        next = j->next;
+                        free(j);
+                }
         }
         kb_repo_zstd_release_thread(s->repo);
         return NULL;
+}
+
+/* Wake every idle worker for what is queued: the producer is about to wait for them. Called with
+ * the lock held. */
+static void kick(struct kb_saver *s)
+{
+        if (s->head)
+                pthread_cond_broadcast(&s->work);
 }
 
 int kb_saver_new(struct kb_repo *repo, unsigned threads, size_t max_inflight_bytes,
@@ -208,6 +262,8 @@ int kb_saver_group_wait(struct kb_saver_group *g, struct kb_err *err)
         int rc;
 
         pthread_mutex_lock(&s->lock);
+        if (g->pending)
+                kick(s);
         while (g->pending)
                 pthread_cond_wait(&s->done, &s->lock);
         rc = g->rc;
@@ -285,8 +341,10 @@ int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb
 
         pthread_mutex_lock(&s->lock);
         /* A chunk larger than the whole budget still goes through, alone. */
-        while (s->queued_bytes && s->queued_bytes + len > s->max_bytes && s->rc == 0)
+        while (s->queued_bytes && s->queued_bytes + len > s->max_bytes && s->rc == 0) {
+                kick(s);
                 pthread_cond_wait(&s->space, &s->lock);
+        }
         if (s->rc < 0) {
                 int rc = s->rc;
 
@@ -303,10 +361,13 @@ int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb
                 s->head = j;
         s->tail = j;
         s->queued_bytes += len;
+        s->waiting_jobs++;
+        s->waiting_bytes += len;
         s->active++;
         if (g)
                 g->pending++;
-        pthread_cond_signal(&s->work);
+        if (s->waiting_jobs >= WAKE_JOBS || s->waiting_bytes >= WAKE_BYTES)
+                pthread_cond_signal(&s->work);
         pthread_mutex_unlock(&s->lock);
         return 0;
 }
