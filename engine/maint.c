@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prefetch.h"
+
 /* ---- id map ---- */
 
 struct kb_idmap_slot {
@@ -344,15 +346,53 @@ static int mark_snapshot(struct kb_repo *r, const struct kb_snapshot_list *l, si
         return rc;
 }
 
+/* Walking every snapshot: each one's trees usually sit in a tree pack of their own, one round
+ * trip each over S3. The next snapshots' root blocks are read ahead while one is walked. */
+#define MARK_AHEAD_THREADS 4
+#define MARK_AHEAD         4
+
+struct mark_run {
+        struct kb_repo *r;
+        const struct kb_snapshot_list *l;
+        const struct kb_mark_cb *cb;
+        struct idstack *st;
+        struct kb_err *err;
+        int failed; /* mark_snapshot failed, with its message */
+};
+
+static void mark_prefetch(size_t s, void *arg)
+{
+        struct mark_run *m = arg;
+        const Kbackup__Snapshot *snap = m->l->items[s].snap;
+
+        if (snap->tree.len == KB_ID_LEN)
+                kb_repo_tree_prefetch(m->r, snap->tree.data);
+}
+
+static int mark_one(size_t s, void *arg)
+{
+        struct mark_run *m = arg;
+        int rc = mark_snapshot(m->r, m->l, s, m->cb, m->st, m->err);
+
+        m->failed = rc < 0;
+        return rc;
+}
+
 int kb_maint_mark(struct kb_repo *r, const struct kb_snapshot_list *l, size_t only,
                   const struct kb_mark_cb *cb, struct kb_err *err)
 {
         struct idstack st = {0};
-        int rc = 0;
+        struct mark_run m = {r, l, cb, &st, err, 0};
+        int rc;
 
-        for (size_t s = 0; s < l->count && rc == 0; s++)
-                if (only == SIZE_MAX || only == s)
-                        rc = mark_snapshot(r, l, s, cb, &st, err);
+        if (only == SIZE_MAX) {
+                rc = kb_prefetch_run(l->count, MARK_AHEAD_THREADS, MARK_AHEAD, mark_prefetch,
+                                     mark_one, &m);
+                if (rc < 0 && !m.failed)
+                        rc = kb_err_set(err, rc, "out of memory");
+        } else {
+                rc = only < l->count ? mark_snapshot(r, l, only, cb, &st, err) : 0;
+        }
         free(st.v);
         return rc;
 }

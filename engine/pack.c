@@ -702,7 +702,16 @@ int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct k
         pthread_mutex_lock(&r->lock);
         found = kb_index_lookup(r->index, id);
         if (found) {
-                loc->e = *found;
+                /* Field by field: a scan's thread may be setting this entry's mark meanwhile
+                 * (kb_maint_mark reads ahead with kb_repo_tree_prefetch). */
+                memset(&loc->e, 0, sizeof(loc->e));
+                memcpy(loc->e.id, found->id, KB_ID_LEN);
+                loc->e.pack = found->pack;
+                loc->e.offset = found->offset;
+                loc->e.length = found->length;
+                loc->e.raw_length = found->raw_length;
+                loc->e.type = found->type;
+                loc->e.used = found->used;
                 memcpy(pack_id, kb_index_pack_id(r->index, found->pack), KB_ID_LEN);
                 loc->trees_only = kb_index_pack_trees_only(r->index, found->pack);
                 loc->data_end = kb_index_pack_data_end(r->index, found->pack);
@@ -765,6 +774,14 @@ int kb_repo_blob_load_tree(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struc
         int rc = kb_repo_blob_locate(r, id, &loc, err);
 
         return rc < 0 ? rc : kb_treecache_load(r->trees, r, &loc, out, err);
+}
+
+void kb_repo_tree_prefetch(struct kb_repo *r, const uint8_t id[KB_ID_LEN])
+{
+        struct kb_blob_loc loc;
+
+        if (kb_repo_blob_locate(r, id, &loc, NULL) == 0)
+                kb_treecache_prefetch(r->trees, r, &loc);
 }
 
 /* ---- loading index files ---- */

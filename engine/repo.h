@@ -85,6 +85,8 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
  * pack at a time, and served from the blocks kept (treecache.h). */
 int kb_repo_blob_load_tree(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
                            struct kb_err *err);
+/* Bring the block of tree `id` into those kept, for a load to come (errors are left to it). */
+void kb_repo_tree_prefetch(struct kb_repo *r, const uint8_t id[KB_ID_LEN]);
 /* Read, verify (AEAD and id) and decompress a blob, appending its plaintext to out. */
 int kb_repo_blob_load(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct kb_buf *out,
                       struct kb_err *err);

@@ -8,7 +8,7 @@
  * and a few cached blocks serve a depth-first walk. Trees in packs that hold file data too (written
  * before tree packs, or mixed by prune) are read one at a time as before.
  *
- * Thread-safe; a read holds the cache's lock (tree loads come from one walking thread at a time).
+ * Thread-safe; blocks are read outside the lock, so a prefetch can run beside a walk.
  */
 #ifndef KB_TREECACHE_H
 #define KB_TREECACHE_H
@@ -28,5 +28,10 @@ void kb_treecache_free(struct kb_treecache *c);
  * (loc->trees_only) is read alone: a block of it would bring file data nobody asked for. */
 int kb_treecache_load(struct kb_treecache *c, struct kb_repo *r, const struct kb_blob_loc *loc,
                       struct kb_buf *out, struct kb_err *err);
+
+/* Read the block of the located tree into the cache now, so that a load soon after finds it
+ * (nothing for trees that are read alone, or when the read fails: the load reports that). */
+void kb_treecache_prefetch(struct kb_treecache *c, struct kb_repo *r,
+                           const struct kb_blob_loc *loc);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "counting_backend.h"
+#include "maint.h"
 
 TestSuite(check, .init = ops_setup, .fini = ops_teardown);
 
@@ -297,4 +298,54 @@ Test(check, slow_store_is_read_several_at_once_and_reported_in_order)
         cr_expect_str_eq(log->buf, log2->buf);
         free(log);
         free(log2);
+}
+
+static size_t live_count(struct kb_repo *r)
+{
+        const struct kb_index_entry *e;
+        size_t pos = 0, n = 0;
+
+        while ((e = kb_index_next(r->index, &pos)) != NULL)
+                n += (e->mark & KB_MARK_LIVE) != 0;
+        return n;
+}
+
+/* Marking every snapshot (check, prune, stats) reads the next snapshots' tree blocks while it
+ * walks one, over a slow store several at once, and marks what a walk of one snapshot at a time
+ * marks. */
+Test(check, the_mark_walk_reads_the_next_snapshots_trees_ahead)
+{
+        struct kb_snapshot_list l = {0};
+        struct kb_err e = {0};
+        struct kb_repo *r;
+        struct counting *c;
+        char id[KB_ID_HEX_LEN + 1];
+        size_t one_by_one;
+
+        for (unsigned g = 1; g <= NGEN; g++) { /* a tree pack per snapshot */
+                r = ops_open();
+                ops_snapshot(r, g, 2, 0, 1700000000 + g, id);
+                kb_repo_close(r);
+        }
+        r = ops_open_flags(KB_REPO_READ_ONLY);
+        cr_assert_eq(kb_repo_snapshot_list(r, &l, &e), 0, "%s", e.msg);
+        cr_assert_eq(l.count, NGEN);
+        for (size_t s = 0; s < l.count; s++)
+                cr_assert_eq(kb_maint_mark(r, &l, s, NULL, &e), 0, "%s", e.msg);
+        one_by_one = live_count(r);
+        kb_maint_clear_marks(r);
+        kb_repo_close(r);
+
+        /* A fresh open: no tree block is cached yet. */
+        r = ops_open_flags(KB_REPO_READ_ONLY);
+        kb_snapshot_list_free(&l);
+        cr_assert_eq(kb_repo_snapshot_list(r, &l, &e), 0, "%s", e.msg);
+        c = counting_wrap(r);
+        c->delay_us = 10000;
+        cr_assert_eq(kb_maint_mark(r, &l, SIZE_MAX, NULL, &e), 0, "%s", e.msg);
+        cr_expect_eq(live_count(r), one_by_one);
+        cr_expect_geq(c->max_pack_inflight, 2, "tree blocks read one at a time");
+        cr_expect_leq(c->gets, 2 * NGEN, "%u reads for %d snapshots", c->gets, NGEN);
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
 }
