@@ -173,7 +173,6 @@ struct header_slot {
 struct header_run {
         struct cctx *c;
         struct header_slot *slots;
-        int failed; /* use_header failed, with its message */
 };
 
 static void fetch_header(size_t i, void *arg)
@@ -211,14 +210,13 @@ static int use_header(size_t i, void *arg)
                 kbackup__pack_header__free_unpacked(s->ph, NULL);
         s->ph = NULL;
         progress(c, "packs", i + 1, c->packs.n);
-        h->failed = rc < 0;
         return rc;
 }
 
 static int check_packs(struct cctx *c)
 {
         struct kb_maint_packs *p = &c->packs;
-        struct header_run h = {c, NULL, 0};
+        struct header_run h = {c, NULL};
         struct kb_index_entry *e;
         size_t pos = 0;
         int rc = 0;
@@ -227,8 +225,6 @@ static int check_packs(struct cctx *c)
                 return kb_err_set(c->err, -ENOMEM, "out of memory");
         rc = kb_prefetch_run(p->n, KB_PREFETCH_THREADS, KB_PREFETCH_AHEAD, fetch_header, use_header,
                              &h);
-        if (rc < 0 && !h.failed)
-                kb_err_set(c->err, rc, "out of memory");
         for (size_t i = 0; i < p->n; i++) /* read ahead of a failure */
                 if (h.slots[i].ph)
                         kbackup__pack_header__free_unpacked(h.slots[i].ph, NULL);

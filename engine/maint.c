@@ -357,7 +357,6 @@ struct mark_run {
         const struct kb_mark_cb *cb;
         struct idstack *st;
         struct kb_err *err;
-        int failed; /* mark_snapshot failed, with its message */
 };
 
 static void mark_prefetch(size_t s, void *arg)
@@ -372,24 +371,20 @@ static void mark_prefetch(size_t s, void *arg)
 static int mark_one(size_t s, void *arg)
 {
         struct mark_run *m = arg;
-        int rc = mark_snapshot(m->r, m->l, s, m->cb, m->st, m->err);
 
-        m->failed = rc < 0;
-        return rc;
+        return mark_snapshot(m->r, m->l, s, m->cb, m->st, m->err);
 }
 
 int kb_maint_mark(struct kb_repo *r, const struct kb_snapshot_list *l, size_t only,
                   const struct kb_mark_cb *cb, struct kb_err *err)
 {
         struct idstack st = {0};
-        struct mark_run m = {r, l, cb, &st, err, 0};
+        struct mark_run m = {r, l, cb, &st, err};
         int rc;
 
         if (only == SIZE_MAX) {
                 rc = kb_prefetch_run(l->count, MARK_AHEAD_THREADS, MARK_AHEAD, mark_prefetch,
                                      mark_one, &m);
-                if (rc < 0 && !m.failed)
-                        rc = kb_err_set(err, rc, "out of memory");
         } else {
                 rc = only < l->count ? mark_snapshot(r, l, only, cb, &st, err) : 0;
         }

@@ -28,7 +28,6 @@ struct fetch {
         struct slot *slots;
         kb_repo_object_cb cb;
         void *cb_arg;
-        int cb_failed; /* the error is the callback's, with its message */
 };
 
 static int collect(const char *name, uint64_t size, void *arg)
@@ -67,7 +66,6 @@ static int use_one(size_t i, void *arg)
         int rc = f->cb(f->names[i], s->rc, &s->plain, &s->err, f->cb_arg);
 
         kb_buf_free(&s->plain);
-        f->cb_failed = rc < 0;
         return rc;
 }
 
@@ -80,6 +78,8 @@ int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object
         rc = kb_backend_list(r->be, type, collect, &f, err);
         if (rc == 0 && f.n && !(f.slots = calloc(f.n, sizeof(*f.slots))))
                 rc = -ENOMEM;
+        if (rc == -ENOMEM) /* from the listing's collect, or the slots */
+                rc = kb_err_set(err, rc, "out of memory listing %ss", kb_obj_type_word(type));
         if (rc == 0) {
                 for (size_t i = 0; i < f.n; i++)
                         f.slots[i].plain = (struct kb_buf)KB_BUF_INIT;
@@ -88,8 +88,6 @@ int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object
                 for (size_t i = 0; i < f.n; i++)
                         kb_buf_free(&f.slots[i].plain);
         }
-        if (rc == -ENOMEM && !f.cb_failed)
-                rc = kb_err_set(err, rc, "out of memory listing %ss", kb_obj_type_word(type));
         for (size_t i = 0; i < f.n; i++)
                 free(f.names[i]);
         free(f.names);

@@ -1,7 +1,6 @@
 /* prefetch.c - fetch items ahead on a few threads, use them in order on the caller's thread. */
 #include "prefetch.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -69,7 +68,7 @@ int kb_prefetch_run(size_t n, unsigned threads, size_t ahead, kb_prefetch_fetch_
                 return 0;
         r.done = calloc(n, 1);
         if (!r.done)
-                return -ENOMEM;
+                threads = 0; /* no room to track items ahead: fetch each as it is used */
         pthread_mutex_init(&r.lock, NULL);
         pthread_cond_init(&r.cond, NULL);
         if (threads > PREFETCH_MAX_THREADS)

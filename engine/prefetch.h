@@ -20,9 +20,10 @@ typedef void (*kb_prefetch_fetch_fn)(size_t i, void *arg);
 /* Use item i, on the caller's thread, in order 0, 1, ...; a negative return stops the run. */
 typedef int (*kb_prefetch_use_fn)(size_t i, void *arg);
 
-/* Items 0..n-1: up to `threads` threads fetch up to `ahead` items past the one being used.
- * Returns 0, the first negative value of use (nothing is used after it; items fetched ahead stay
- * in their slots for the caller to free), or -ENOMEM before anything ran. */
+/* Items 0..n-1: up to `threads` threads fetch up to `ahead` items past the one being used (none,
+ * each item fetched right before its use, when memory or threads are short). Returns 0, or the
+ * first negative value of use: nothing is used after it, and items fetched ahead stay in their
+ * slots for the caller to free. */
 int kb_prefetch_run(size_t n, unsigned threads, size_t ahead, kb_prefetch_fetch_fn fetch,
                     kb_prefetch_use_fn use, void *arg);
 
