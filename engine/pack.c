@@ -703,7 +703,10 @@ int kb_repo_blob_locate(struct kb_repo *r, const uint8_t id[KB_ID_LEN], struct k
         found = kb_index_lookup(r->index, id);
         if (found) {
                 /* Field by field: a scan's thread may be setting this entry's mark meanwhile
-                 * (kb_maint_mark reads ahead with kb_repo_tree_prefetch). */
+                 * (kb_maint_mark reads ahead with kb_repo_tree_prefetch). A field added to the
+                 * entry must be copied here too. */
+                _Static_assert(sizeof(struct kb_index_entry) == KB_ID_LEN + 4 * 4 + 4,
+                               "kb_repo_blob_locate copies every field but mark");
                 memset(&loc->e, 0, sizeof(loc->e));
                 memcpy(loc->e.id, found->id, KB_ID_LEN);
                 loc->e.pack = found->pack;

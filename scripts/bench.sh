@@ -124,10 +124,11 @@ measure() {
         echo "$label $(((t1 - t0) / 1000)) $rss $user $sys" >>"$WORK/results"
 }
 
-# table BYTES REFERENCE_LABEL: per label, median wall time, MB/s for BYTES, median CPU time
-# (user+sys), peak RSS, and the ratios to REFERENCE_LABEL.
+# table BYTES REFERENCE_LABEL [LABEL MAX]: per label, median wall time, MB/s for BYTES, median CPU
+# time (user+sys), peak RSS, and the ratios to REFERENCE_LABEL; with LABEL and MAX, whether
+# LABEL's time ratio meets the goal of at most MAX.
 table() {
-        python3 - "$WORK/results" "$1" "$2" <<'EOF'
+        python3 - "$WORK/results" "$@" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -143,6 +144,11 @@ for k, (t, r, c, ts) in med.items():
     print("%-22s %4d %8.2f %7.1f %7.2f %8.1f %8.2f %8.2f  %s" % (
         k, len(ts), t, nbytes / 1e6 / t, c, r / 1024, t / rt, r / rr,
         " ".join("%.2f" % x for x in ts)))
+if len(sys.argv) > 5:
+    goal, most = sys.argv[4], float(sys.argv[5])
+    x = med[goal][0] / med[ref][0]
+    print("Goal: %s within %.1fx of %s's time: %.2fx  %s" % (
+        goal, most, ref, x, "MET" if x <= most else "NOT MET"))
 EOF
 }
 
@@ -191,17 +197,7 @@ bench_etcd() {
         echo "etcd snapshot of a $db-byte db on $(nproc) cores (etcd itself on the same cores);"
         echo "kbackup: fresh repository each run, chunked, zstd-compressed, encrypted; repository"
         echo "after a first and a deduplicated second backup: $stored bytes"
-        table "$db" etcdctl-snapshot-save
-        python3 - "$WORK/results" <<'EOF'
-import statistics, sys
-t = {}
-for line in open(sys.argv[1]):
-    label, us = line.split()[:2]
-    t.setdefault(label, []).append(int(us))
-x = statistics.median(t["kbackup"]) / statistics.median(t["etcdctl-snapshot-save"])
-print("Goal (the etcd issue): kbackup within 1.1x of etcdctl's time: %.2fx  %s"
-      % (x, "MET" if x <= 1.1 else "NOT MET"))
-EOF
+        table "$db" etcdctl-snapshot-save kbackup 1.1
         echo
         bash "$src/tests/tools/etcd_server.sh" stop "$ETCD_DIR"
 }
