@@ -15,8 +15,8 @@
 #define KB_ETCD_TRAILER_LEN   32
 
 /* bbolt writes 4 KiB pages and rewrites a few scattered ones per change: small chunks dedup
- * successive snapshots far better than the volume default (see docs/etcd.md for the measurement).
- */
+ * successive snapshots far better than the volume default (measured in docs/etcd-format.md,
+ * "Chunk size"). */
 extern const struct kb_chunker_params kb_etcd_chunker_params;
 
 struct kb_etcd_backup_opts {

@@ -13,7 +13,8 @@
 #include "chunkstream.h"
 #include "saver.h"
 
-/* Measured on a 20k-key etcd with 1% of keys rewritten between snapshots: see docs/etcd.md. */
+/* Measured on a 20k-key etcd with 1% of keys rewritten and compacted between snapshots: see
+ * docs/etcd-format.md, "Chunk size". */
 const struct kb_chunker_params kb_etcd_chunker_params = {4096, 16384, 131072};
 
 #define SAVER_INFLIGHT  (64u << 20)
