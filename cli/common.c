@@ -285,7 +285,7 @@ int cli_open_repo(int flags, struct kb_repo **out)
         const char *loc;
         char *pw = NULL;
         size_t len = 0;
-        int r, level;
+        int r, level = KB_REPO_DEFAULT_ZSTD_LEVEL;
 
         r = cli_repo_location(&loc, &err);
         if (r == 0)

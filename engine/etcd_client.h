@@ -65,8 +65,9 @@ int kb_etcd_status(struct kb_etcd *c, struct kb_etcd_status *st, struct kb_err *
 /* Members of the cluster; *out is malloc'd, free() it. */
 int kb_etcd_members(struct kb_etcd *c, struct kb_etcd_member **out, size_t *n, struct kb_err *err);
 
-/* Stream Maintenance/Snapshot. cb gets every blob message's bytes in order (the database, then the
- * 32-byte sha256 trailer message, exactly as the server sends them). Returns 0 only when the stream
+/* Stream Maintenance/Snapshot. cb gets the stream's bytes in order (the database, then its
+ * 32-byte sha256 trailer, as the server sends them) straight from gRPC's receive buffers, in
+ * pieces that may end anywhere: one or more per message. Returns 0 only when the stream
  * ended with status OK; a non-zero return from cb cancels the call and is returned (err keeps
  * the message if cb set err->code to that value, else gets a generic one). There is no deadline
  * for the whole stream, but timeout_ms without a message fails it. */

@@ -51,6 +51,12 @@ struct kb_etcd_pend {
 gpr_timespec kb_etcd_after_ms(int ms);
 grpc_byte_buffer *kb_etcd_pack(const ProtobufCMessage *m);
 ProtobufCMessage *kb_etcd_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+/* Pass a received SnapshotResponse's blob to cb without copying it, in one piece per slice it
+ * spans (none for an empty blob); *delivered is set once cb has seen a byte, and *cb_rc is what
+ * cb last returned (0 if not called; a non-zero return ends the message). Returns 0, or
+ * KB_ECORRUPT for a malformed message, which cb never sees. etcd_snapmsg.c. */
+int kb_etcd_snapshot_blob(grpc_byte_buffer *bb, kb_etcd_stream_cb cb, void *arg, int *delivered,
+                          int *cb_rc);
 
 /* Wait until tag completes. 0: it succeeded; -EIO: it failed; -ETIMEDOUT: dl passed first;
  * -EPIPE: the queue is shut down. */

@@ -21,7 +21,7 @@ static int snapshot_once(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, int
         struct kb_etcd_pend p = {0, 0};
         grpc_op ops[KB_ETCD_OPEN_OPS], st_op, msg_op;
         grpc_call *call;
-        int rc = 0, have_status = 0;
+        int rc = 0, have_status = 0, malformed;
 
         memset(st, 0, sizeof(*st));
         /* No overall deadline: a big database takes as long as it takes. Stalls are caught
@@ -45,8 +45,6 @@ static int snapshot_once(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, int
         p.out |= KB_T_STATUS;
 
         for (;;) {
-                Kbetcd__SnapshotResponse *r;
-
                 memset(&msg_op, 0, sizeof(msg_op));
                 msg_op.op = GRPC_OP_RECV_MESSAGE;
                 msg_op.data.recv_message.recv_message = &in;
@@ -65,21 +63,15 @@ static int snapshot_once(struct kb_etcd *c, kb_etcd_stream_cb cb, void *arg, int
                 rc = 0;
                 if (!in)
                         break; /* end of stream (or failure): the status decides */
-                r = (Kbetcd__SnapshotResponse *)kb_etcd_unpack(
-                    &kbetcd__snapshot_response__descriptor, in);
+                malformed = kb_etcd_snapshot_blob(in, cb, arg, delivered, &rc) < 0;
                 grpc_byte_buffer_destroy(in);
                 in = NULL;
-                if (!r) {
+                if (malformed) {
                         rc = kb_err_set(err, KB_ECORRUPT,
                                         "etcd %s: malformed message in the snapshot stream",
                                         c->endpoint);
                         break;
                 }
-                if (r->blob.len) {
-                        *delivered = 1;
-                        rc = cb(r->blob.data, r->blob.len, arg);
-                }
-                protobuf_c_message_free_unpacked(&r->base, NULL);
                 if (rc) {
                         if (err && err->code != rc)
                                 kb_err_set(err, rc, "etcd %s: snapshot stream cancelled: %s",

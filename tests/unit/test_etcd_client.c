@@ -269,13 +269,15 @@ static int collect_cb(const uint8_t *d, size_t n, void *arg)
         return 0;
 }
 
-/* The stream is the database followed by a separate 32-byte message: its sha256. */
+/* The stream is the database followed by a separate 32-byte message: its sha256. The callback gets
+ * pieces of messages as gRPC received them, so the last piece holds no database byte, but may
+ * hold only the end of the trailer. */
 static void check_stream(const struct collect *s, long long db_size)
 {
         uint8_t h[crypto_hash_sha256_BYTES];
 
         cr_assert_eq(s->len, (size_t)db_size + 32, "stream %zu bytes, db %lld", s->len, db_size);
-        cr_assert_eq(s->last_len, 32);
+        cr_assert(s->last_len > 0 && s->last_len <= 32, "last piece %zu bytes", s->last_len);
         crypto_hash_sha256(h, s->data, s->len - 32);
         cr_assert_eq(memcmp(h, s->data + s->len - 32, 32), 0, "sha256 trailer mismatch");
 }
