@@ -14,7 +14,7 @@ packages=(
         libssl-dev libexpat1-dev libjansson-dev
         # tests
         libcriterion-dev python3 attr acl e2fsprogs coreutils findutils procps
-        util-linux # taskset (test_volume_threads)
+        util-linux # taskset (test_volume_threads), setarch (the ThreadSanitizer pass)
         etcd-server etcd-client
         prometheus prometheus-pushgateway # promtool and a Pushgateway (test_observability)
         openssl clang libclang-rt-14-dev  # test certificates; the bbolt fuzzer (libFuzzer)

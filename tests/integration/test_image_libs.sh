@@ -76,7 +76,7 @@ read -r -a direct < <(sed -n 's/^direct-packages: //p' "$KB_OUT")
 # ldd's whole output first: under pipefail, `ldd | grep -q` fails now and then when grep stops
 # reading at its match and ldd dies of SIGPIPE, which took a sanitizer build for a plain one.
 kb_libs=$(ldd "$KBACKUP")
-if grep -qE 'lib(asan|ubsan)\.so' <<<"$kb_libs"; then
+if grep -qE 'lib(asan|ubsan|tsan)\.so' <<<"$kb_libs"; then
         # Sanitizer builds keep every -l as NEEDED (libatomic for one), which no image ships.
         note "$KBACKUP is a sanitizer build: checked only through the image build above"
 else

@@ -69,6 +69,10 @@ def write(scope, obj, out, mapping):
     argv = [remap(x) for x in argv]
     env = {k: remap(v) for k, v in env.items()}
     env["PATH"] = os.path.join(out, "bin") + ":/usr/bin:/bin"
+    # A sanitizer build's settings (where reports go, what aborts) are the test run's, not the pod's.
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
     env["HOME"] = out
     run = os.path.join(out, "run.sh")
     with open(run, "w") as f:
