@@ -118,8 +118,8 @@ static int find_blob(grpc_byte_buffer *bb, uint64_t *start, uint64_t *len)
         return rc < 0 ? KB_ECORRUPT : 0;
 }
 
-static int deliver_blob(grpc_byte_buffer *bb, kb_etcd_stream_cb cb, void *arg, int *delivered,
-                        int *cb_rc)
+int kb_etcd_snapshot_blob(grpc_byte_buffer *bb, kb_etcd_stream_cb cb, void *arg, int *delivered,
+                          int *cb_rc)
 {
         grpc_byte_buffer_reader r;
         grpc_slice *sl;
@@ -144,32 +144,4 @@ static int deliver_blob(grpc_byte_buffer *bb, kb_etcd_stream_cb cb, void *arg, i
         }
         grpc_byte_buffer_reader_destroy(&r);
         return 0;
-}
-
-int kb_etcd_snapshot_blob(grpc_byte_buffer *bb, kb_etcd_stream_cb cb, void *arg, int *delivered,
-                          int *cb_rc)
-{
-#ifdef __SANITIZE_THREAD__
-        /* ThreadSanitizer cannot see gRPC's synchronisation (the library is not instrumented), so
-         * reading what gRPC's receiving thread wrote is a race on every byte to it, and reporting
-         * a snapshot's worth of them takes minutes. Under it, gRPC copies the message on this
-         * thread first, as before this file existed; the parsing and the pieces stay the same. */
-        grpc_byte_buffer_reader r;
-        grpc_byte_buffer *copy;
-        grpc_slice all;
-        int rc;
-
-        *cb_rc = 0;
-        if (!grpc_byte_buffer_reader_init(&r, bb))
-                return KB_ECORRUPT;
-        all = grpc_byte_buffer_reader_readall(&r);
-        grpc_byte_buffer_reader_destroy(&r);
-        copy = grpc_raw_byte_buffer_create(&all, 1);
-        grpc_slice_unref(all);
-        rc = deliver_blob(copy, cb, arg, delivered, cb_rc);
-        grpc_byte_buffer_destroy(copy);
-        return rc;
-#else
-        return deliver_blob(bb, cb, arg, delivered, cb_rc);
-#endif
 }
