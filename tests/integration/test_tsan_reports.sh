@@ -102,5 +102,26 @@ SUMMARY: ThreadSanitizer: lock-order-inversion (potential deadlock) /work/main/e
 EOF
 expect_exit 1 python3 "$TOOL" "$LOGS"
 grep -q 'lock-order-inversion' "$KB_OUT" || fail "our lock-order inversion is not printed: $(cat "$KB_OUT")"
+rm "$LOGS/tsan.303"
+
+# A thread of ours never joined: judged by where it was started, unlike a race's threads.
+cat >"$LOGS/tsan.404" <<'EOF'
+==================
+WARNING: ThreadSanitizer: thread leak (pid=404)
+  Thread T2 (tid=405, finished) created by main thread at:
+    #0 pthread_create ../../../../src/libsanitizer/tsan/tsan_interceptors_posix.cpp:1001 (libtsan.so.2+0x5e686)
+    #1 kb_saver_new /work/main/engine/saver.c:216 (kbackup+0x5168d)
+
+SUMMARY: ThreadSanitizer: thread leak /work/main/engine/saver.c:216 in kb_saver_new
+==================
+EOF
+expect_exit 1 python3 "$TOOL" "$LOGS"
+grep -q 'thread leak' "$KB_OUT" || fail "our thread leak is not printed: $(cat "$KB_OUT")"
+rm "$LOGS/tsan.404"
+
+# A report without any stack (the runtime could not unwind): nothing clears it, so it fails.
+printf '%s\n' '==================' 'WARNING: ThreadSanitizer: data race (pid=505)' \
+        'SUMMARY: ThreadSanitizer: data race' '==================' >"$LOGS/tsan.505"
+expect_exit 1 python3 "$TOOL" "$LOGS"
 
 pass

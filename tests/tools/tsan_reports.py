@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-FRAME = re.compile(r"^\s+#(\d+) ")
+FRAME = re.compile(r"^\s+#\d+ ")
 RUNTIME = ("libtsan.so", "/sanitizer_common/", "/tsan/")
 OURS = ("(kbackup+", "/engine/", "/storage-backends/", "/cli/")
 
@@ -27,8 +27,8 @@ def reports(text):
 # The headers of stacks that show what a thread did: an access, a lock taken, or (right under the
 # WARNING line) the bad call itself. Not: where a heap block was allocated, a mutex created, or a
 # thread started, unless the report is about that thread (a leak).
-ACTION = re.compile(r"^\s*(WARNING:|(Previous )?(atomic )?(read|write) of size|Mutex M\d+ acquired"
-                    r"|Atomic (read|write))", re.I)
+ACTION = re.compile(r"^\s*(WARNING:|(Previous )?(atomic )?(read|write) of size|Mutex M\d+ acquired)",
+                    re.I)
 
 
 def sections(block):
