@@ -24,7 +24,8 @@ void cli_backup_args_free(struct cli_backup_args *b)
         b->tags = NULL;
 }
 
-int cli_backup_option(int c, struct cli_backup_args *b, int *code)
+/* 1 when c was one of the backup options, 0 when not, -1 when the command must return *code. */
+static int backup_option(int c, struct cli_backup_args *b, int *code)
 {
         char *end;
         int r;
@@ -60,4 +61,19 @@ int cli_backup_option(int c, struct cli_backup_args *b, int *code)
                 return 1;
         }
         return 0;
+}
+
+int cli_next_backup_option(int argc, char **argv, const struct option *opts,
+                           struct cli_backup_args *b, int *code)
+{
+        int c, r;
+
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
+                r = backup_option(c, b, code);
+                if (r < 0)
+                        return CLI_OPT_STOP;
+                if (r == 0)
+                        return c;
+        }
+        return -1;
 }

@@ -75,6 +75,12 @@ int cli_getopt(int argc, char **argv, const struct option *opts);
 /* Handle a common option inside a command's getopt loop. Returns 1 when handled, 0 when not
  * common, or -1 after printing help (the command then returns KB_EXIT_OK). */
 int cli_common_option(int c, const char *help);
+/* What cli_next_option and cli_next_backup_option return, besides an option and -1 at the end:
+ * the command must stop parsing and return (after --help: KB_EXIT_OK). */
+#define CLI_OPT_STOP (-2)
+/* The next option of a command's own (getopt's value, '?' when unknown), the common options
+ * (--repo, --json, ...) taken on the way; -1 at the end, CLI_OPT_STOP after printing HELP. */
+int cli_next_option(int argc, char **argv, const struct option *opts, const char *help);
 /* The observability options (--log-format, --metrics-file, --pushgateway*) wherever they are in
  * argv, before anything is printed: an early usage error is then already in the chosen format
  * and still gets its metrics. KB_EXIT_OK or a usage exit code. */
@@ -299,9 +305,11 @@ struct cli_backup_args {
 int cli_backup_args_init(struct cli_backup_args *b, int argc, const char *help,
                          struct cli_hooks *hooks, struct cli_etcd_conn *ec);
 void cli_backup_args_free(struct cli_backup_args *b);
-/* In a getopt loop: 1 when c was one of these options, 0 when not, -1 when the command must
- * return *code now (after --help: KB_EXIT_OK; or a usage error). */
-int cli_backup_option(int c, struct cli_backup_args *b, int *code);
+/* cli_next_option for backups: the options every backup takes are taken on the way too. The
+ * command's own option, -1 at the end, or CLI_OPT_STOP when the command must return *code now
+ * (after --help: KB_EXIT_OK; or a usage error). */
+int cli_next_backup_option(int argc, char **argv, const struct option *opts,
+                           struct cli_backup_args *b, int *code);
 
 /* Commands. */
 int cmd_init(int argc, char **argv);

@@ -119,16 +119,11 @@ static int backup_volume(int argc, char **argv)
         struct kb_volume_backup_opts o = {0};
         struct cli_hooks hooks = {.kind = "volume"};
         struct cli_backup_args b;
-        int c, r, code = KB_EXIT_OK, written = 0;
+        int c, code = KB_EXIT_OK, written = 0;
 
         if (cli_backup_args_init(&b, argc, help, &hooks, NULL) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_backup_option(c, &b, &code);
-                if (r < 0)
-                        goto out;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_backup_option(argc, argv, opts, &b, &code)) >= 0) {
                 switch (c) {
                 case OPT_NAME:
                         o.name = optarg;
@@ -141,6 +136,8 @@ static int backup_volume(int argc, char **argv)
                         goto out;
                 }
         }
+        if (c == CLI_OPT_STOP)
+                goto out;
         if (optind + 1 != argc) {
                 code = cli_usage("backup", "backup volume wants exactly one PATH");
                 goto out;

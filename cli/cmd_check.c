@@ -86,12 +86,7 @@ int cmd_check(int argc, char **argv)
         size_t plen = 0;
         int c, r, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 switch (c) {
                 case OPT_READ_DATA:
                         o.read_data = 1;
@@ -109,6 +104,8 @@ int cmd_check(int argc, char **argv)
                         return cli_usage("check", "bad option");
                 }
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind != argc)
                 return cli_usage("check", "unexpected argument '%s'", argv[optind]);
         if (o.read_data && o.read_subset_pct)

@@ -122,16 +122,11 @@ int cli_etcd_backup(int argc, char **argv)
         struct cli_hooks hooks = {.kind = "etcd"};
         struct cli_etcd_conn ec = {0};
         struct cli_backup_args b;
-        int c, r, code = KB_EXIT_OK, written = 0;
+        int c, code = KB_EXIT_OK, written = 0;
 
         if (cli_backup_args_init(&b, argc, backup_help, &hooks, &ec) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_backup_option(c, &b, &code);
-                if (r < 0)
-                        goto done;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_backup_option(argc, argv, opts, &b, &code)) >= 0) {
                 switch (c) {
                 case OPT_NAME:
                         o.name = optarg;
@@ -141,6 +136,8 @@ int cli_etcd_backup(int argc, char **argv)
                         goto done;
                 }
         }
+        if (c == CLI_OPT_STOP)
+                goto done;
         if (optind != argc) {
                 code = cli_usage("backup", "unexpected argument '%s'", argv[optind]);
                 goto done;
@@ -188,17 +185,14 @@ int cli_etcd_restore(int argc, char **argv)
         for (c = 1; c < argc; c++)
                 if (!strncmp(argv[c], "--endpoints", 11))
                         return cli_etcd_restore_keys(argc, argv); /* into a live etcd */
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, restore_help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, restore_help)) >= 0) {
                 if (c == OPT_OUTPUT)
                         output = optarg;
                 else
                         return cli_usage("restore", "bad option");
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind + 1 != argc)
                 return cli_usage("restore", "restore etcd wants exactly one SNAPSHOT");
         if (!output || !*output)

@@ -349,7 +349,7 @@ int cmd_etcd(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
         struct ctx ctx = {0};
         const char *prefix = NULL, *sub;
-        int c, r, values = 0, code;
+        int c, values = 0, code;
 
         if (argc < 2 || argv[1][0] == '-') {
                 if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -362,12 +362,7 @@ int cmd_etcd(int argc, char **argv)
         sub = argv[1];
         argc--;
         argv++;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 if (c == OPT_PREFIX)
                         prefix = optarg;
                 else if (c == OPT_VALUES)
@@ -375,6 +370,8 @@ int cmd_etcd(int argc, char **argv)
                 else
                         return cli_usage("etcd", "bad option");
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (!strcmp(sub, "ls"))
                 code = do_ls(&ctx, argv + optind, argc - optind, prefix, values);
         else if (!strcmp(sub, "get") && !prefix)

@@ -265,14 +265,7 @@ int cmd_forget(int argc, char **argv)
         if (!a.tags)
                 return KB_EXIT_ERROR;
         a.pol.tags = a.tags;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0) {
-                        code = KB_EXIT_OK;
-                        goto done;
-                }
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 count = c == OPT_LAST      ? &a.pol.last
                         : c == OPT_HOURLY  ? &a.pol.hourly
                         : c == OPT_DAILY   ? &a.pol.daily
@@ -325,6 +318,10 @@ int cmd_forget(int argc, char **argv)
                         code = cli_usage("forget", "%s", err.msg);
                         goto done;
                 }
+        }
+        if (c == CLI_OPT_STOP) {
+                code = KB_EXIT_OK;
+                goto done;
         }
         a.ids = argv + optind;
         a.nids = (size_t)(argc - optind);

@@ -29,18 +29,15 @@ int cmd_init(int argc, char **argv)
         size_t len = 0;
         int c, r;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 if (c != OPT_ID_HASH)
                         return cli_usage("init", "bad option");
                 if (kb_id_hash_parse(optarg, &(enum kb_id_hash){0}) < 0)
                         return cli_usage("init", "--id-hash wants keyed-blake3 or hmac-sha256");
                 id_hash = optarg;
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind != argc)
                 return cli_usage("init", "unexpected argument '%s'", argv[optind]);
         r = cli_repo_location(&loc, &err);

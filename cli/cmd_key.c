@@ -154,17 +154,14 @@ int cmd_key(int argc, char **argv)
         sub = argv[1];
         argc--;
         argv++;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 if (c == OPT_NEW_PASSWORD_FILE)
                         newfile = optarg;
                 else
                         return cli_usage("key", "bad option");
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (!strcmp(sub, "list") || !strcmp(sub, "add") || !strcmp(sub, "passwd")) {
                 if (optind != argc)
                         return cli_usage("key", "unexpected argument '%s'", argv[optind]);

@@ -187,12 +187,7 @@ int cli_etcd_restore_keys(int argc, char **argv)
 
         if (cli_keyrestore_init(&k, argc) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        goto done;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 r = cli_etcd_conn_option(c, &ec, "restore");
                 if (r == 0)
                         r = cli_keyrestore_option(c, &k, "restore");
@@ -205,6 +200,8 @@ int cli_etcd_restore_keys(int argc, char **argv)
                         code = r > 1 ? r : cli_usage("restore", "bad option");
                 goto done;
         }
+        if (c == CLI_OPT_STOP)
+                goto done;
         if (optind + 1 != argc) {
                 code = cli_usage("restore", "restore etcd wants exactly one SNAPSHOT");
                 goto done;

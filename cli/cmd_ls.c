@@ -93,13 +93,11 @@ int cmd_ls(int argc, char **argv)
         struct kb_err err = {0};
         int c, r, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r == 0)
-                        return cli_usage("ls", "bad option");
-        }
+        c = cli_next_option(argc, argv, opts, help);
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
+        if (c >= 0)
+                return cli_usage("ls", "bad option");
         if (optind >= argc || argc - optind > 2)
                 return cli_usage("ls", "ls wants SNAPSHOT [PATH]");
         code = cli_open_locked(CLI_LOCK_READ, "ls", 1, &repo, &lock);

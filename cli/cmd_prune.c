@@ -137,14 +137,9 @@ int cmd_prune(int argc, char **argv)
         unsigned max_unused = KB_PRUNE_DEFAULT_MAX_UNUSED;
         struct kb_repo *repo;
         struct kb_lock *lock;
-        int c, r, dry_run = 0, code;
+        int c, dry_run = 0, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 switch (c) {
                 case OPT_MAX_UNUSED:
                         if (cli_parse_percent(optarg, &max_unused) < 0)
@@ -160,6 +155,8 @@ int cmd_prune(int argc, char **argv)
                         return cli_usage("prune", "bad option");
                 }
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind != argc)
                 return cli_usage("prune", "unexpected argument '%s'", argv[optind]);
         /* A dry run deletes nothing: a shared lock is enough and does not stop backups. */

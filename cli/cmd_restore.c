@@ -39,12 +39,7 @@ static int restore_volume(int argc, char **argv)
         char bytes[32], *end;
         int c, r, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 switch (c) {
                 case OPT_TARGET:
                         target = optarg;
@@ -61,6 +56,8 @@ static int restore_volume(int argc, char **argv)
                         return cli_usage("restore", "bad option");
                 }
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind + 1 != argc)
                 return cli_usage("restore", "restore volume wants exactly one SNAPSHOT");
         if (!target || !*target)

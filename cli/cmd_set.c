@@ -315,12 +315,7 @@ int cli_set_backup(int argc, char **argv)
 
         if (cli_backup_args_init(&b, argc, backup_help, &hooks, &ec) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_backup_option(c, &b, &code);
-                if (r < 0)
-                        goto out;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_backup_option(argc, argv, opts, &b, &code)) >= 0) {
                 switch (c) {
                 case OPT_CLUSTER:
                         cluster = optarg;
@@ -333,6 +328,8 @@ int cli_set_backup(int argc, char **argv)
                         goto out;
                 }
         }
+        if (c == CLI_OPT_STOP)
+                goto out;
         run.threads = b.threads;
         if (!cluster) {
                 code = cli_usage("backup", "what to back up? 'backup --cluster NAME', 'backup "
@@ -508,12 +505,7 @@ int cli_set_restore(int argc, char **argv)
 
         if (cli_keyrestore_init(&k, argc) < 0)
                 return KB_EXIT_ERROR;
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, restore_help);
-                if (r < 0)
-                        goto out;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, restore_help)) >= 0) {
                 r = cli_etcd_conn_option(c, &ec, "restore");
                 if (r == 0)
                         r = cli_keyrestore_option(c, &k, "restore");
@@ -545,6 +537,8 @@ int cli_set_restore(int argc, char **argv)
                         goto out;
                 }
         }
+        if (c == CLI_OPT_STOP)
+                goto out;
         if (!to) {
                 code = cli_usage("restore", "restore BACKUP needs --to-cluster NAME");
                 goto out;

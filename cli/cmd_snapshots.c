@@ -119,13 +119,11 @@ int cmd_snapshots(int argc, char **argv)
         struct kb_err err = {0};
         int c, r, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r == 0)
-                        return cli_usage("snapshots", "bad option");
-        }
+        c = cli_next_option(argc, argv, opts, help);
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
+        if (c >= 0)
+                return cli_usage("snapshots", "bad option");
         if (optind != argc)
                 return cli_usage("snapshots", "unexpected argument '%s'", argv[optind]);
         code = cli_open_repo(KB_REPO_READ_ONLY, &repo);

@@ -81,13 +81,11 @@ int cmd_stats(int argc, char **argv)
         char which[128] = "all snapshots:";
         int c, r, code;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r == 0)
-                        return cli_usage("stats", "bad option");
-        }
+        c = cli_next_option(argc, argv, opts, help);
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
+        if (c >= 0)
+                return cli_usage("stats", "bad option");
         if (argc - optind > 1)
                 return cli_usage("stats", "stats wants at most one SNAPSHOT");
         code = cli_open_locked(CLI_LOCK_READ, "stats", 1, &repo, &lock);

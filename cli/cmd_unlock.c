@@ -36,12 +36,7 @@ int cmd_unlock(int argc, char **argv)
         size_t n = 0, removed = 0;
         int c, r, all = 0, dry_run = 0, code, stale_set = 0;
 
-        while ((c = cli_getopt(argc, argv, opts)) != -1) {
-                r = cli_common_option(c, help);
-                if (r < 0)
-                        return KB_EXIT_OK;
-                if (r > 0)
-                        continue;
+        while ((c = cli_next_option(argc, argv, opts, help)) >= 0) {
                 switch (c) {
                 case OPT_ALL:
                         all = 1;
@@ -58,6 +53,8 @@ int cmd_unlock(int argc, char **argv)
                         return cli_usage("unlock", "bad option");
                 }
         }
+        if (c == CLI_OPT_STOP)
+                return KB_EXIT_OK;
         if (optind != argc)
                 return cli_usage("unlock", "unexpected argument '%s'", argv[optind]);
         if (!stale_set && cli_lock_stale_ms(&stale_ms) != 0)

@@ -105,6 +105,20 @@ int cli_getopt(int argc, char **argv, const struct option *opts)
         return c;
 }
 
+int cli_next_option(int argc, char **argv, const struct option *opts, const char *help)
+{
+        int c, r;
+
+        while ((c = cli_getopt(argc, argv, opts)) != -1) {
+                r = cli_common_option(c, help);
+                if (r < 0)
+                        return CLI_OPT_STOP;
+                if (r == 0)
+                        return c;
+        }
+        return -1;
+}
+
 /* Which global option argv[i] is, and its value (the next argument, or after '='). */
 static const char *early_value(int argc, char **argv, int *i, const char *name)
 {
