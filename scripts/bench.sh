@@ -7,8 +7,10 @@
 #            each run: everything chunked, compressed, encrypted and written; also with a cheap
 #            KDF, to show the cost of opening the repository apart; and again into the same
 #            repository, all dedup) against `etcdctl snapshot save` on the same server in the same
-#            run, alternating; median wall time, MB/s, peak RSS and the ratios to etcdctl, and
-#            the etcd issue's goal (time ratio <= 1.1: MET / NOT MET).
+#            run, the order rotating each round (5 rounds: a round takes seconds, and the ratio
+#            sits near its goal, so a median of 3 would flip with the VM's noise); median wall
+#            time, MB/s, peak RSS and the ratios to etcdctl, and the etcd issue's goal (time
+#            ratio <= 1.1: MET / NOT MET).
 #   volumes: a corpus of real files copied from /usr (a tree of small and large files: 60% from
 #            /usr/share, then /usr/bin, then /usr/lib; 800 MB by default, the issue's ~1.5 GB
 #            with --tree-mb 1500; and a 1 GiB file of distinct binaries from /usr/lib); kbackup,
@@ -23,10 +25,10 @@
 #   zstd:    (only with --only zstd) zstd levels -1, 1, 2, 3, 6 on 1 MiB pieces of the tree:
 #            compression MB/s, decompression MB/s, ratio, share of incompressible pieces.
 #
-# Usage: scripts/bench.sh [--runs N] [--etcd-mb MB] [--tree-mb MB] [--big-mib MIB]
-#                         [--corpus DIR] [--profile-dir DIR] [--no-scratch]
+# Usage: scripts/bench.sh [--runs N] [--etcd-runs N] [--etcd-mb MB] [--tree-mb MB]
+#                         [--big-mib MIB] [--corpus DIR] [--profile-dir DIR] [--no-scratch]
 #                         [--only etcd|volumes|profile|zstd]
-#        Defaults: 3 runs, a 200 MB etcd db, an 800 MB tree, a 1024 MiB file. The corpus is
+#        Defaults: 3 volume runs, 5 etcd runs, a 200 MB etcd db, an 800 MB tree, a 1024 MiB file. The corpus is
 #        prepared in the temp dir and removed, unless --corpus names a directory to keep it in
 #        and reuse; --profile-dir keeps the perf data. The default run (etcd and volumes) takes
 #        about 6 minutes on 2 cores (the tree is 800 MB rather than 1.5 GB to stay under 10
@@ -35,6 +37,7 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
 runs=3
+etcd_runs=5
 etcd_mb=200
 tree_mb=800
 big_mib=1024
@@ -45,6 +48,7 @@ only=""
 while (($#)); do
         case $1 in
         --runs) runs=$2; shift ;;
+        --etcd-runs) etcd_runs=$2; shift ;;
         --etcd-mb) etcd_mb=$2; shift ;;
         --tree-mb) tree_mb=$2; shift ;;
         --big-mib) big_mib=$2; shift ;;
@@ -57,8 +61,9 @@ while (($#)); do
         esac
         shift
 done
-((runs >= 1 && etcd_mb >= 10 && tree_mb >= 10 && big_mib >= 1)) || {
-        echo "bench.sh: want --runs >= 1, --etcd-mb >= 10, --tree-mb >= 10, --big-mib >= 1" >&2
+((runs >= 1 && etcd_runs >= 1 && etcd_mb >= 10 && tree_mb >= 10 && big_mib >= 1)) || {
+        echo "bench.sh: want --runs and --etcd-runs >= 1, --etcd-mb >= 10, --tree-mb >= 10," \
+                "--big-mib >= 1" >&2
         exit 2
 }
 case $only in
@@ -167,27 +172,39 @@ bench_etcd() {
         # shellcheck disable=SC2086  # ETCDCTL_FLAGS is a word list
         db=$(ETCDCTL_API=3 etcdctl $ETCDCTL_FLAGS endpoint status -w json |
                 python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])')
-        say "db: $db bytes, loaded in $((SECONDS - t0)) s; $runs runs each, alternating"
+        say "db: $db bytes, loaded in $((SECONDS - t0)) s; $etcd_runs rounds, order rotating"
 
         export KBACKUP_PASSWORD_FILE=$WORK/password
         head -c 32 /dev/urandom | base64 >"$KBACKUP_PASSWORD_FILE"
         : >"$WORK/results"
-        local i
-        for ((i = 1; i <= runs; i++)); do
+        local i k
+        local -a tools=(etcdctl kbackup cheap) order
+        for ((i = 0; i < etcd_runs; i++)); do
                 rm -rf "$WORK/snap.db" "$WORK/repo" "$WORK/repo-cheap"
                 "$KBACKUP" --repo "$WORK/repo" init >/dev/null
                 # The same pipeline without the cost of opening the repository: Argon2id with the
                 # production parameters takes ~0.1 s and 48 MiB on every run (KBACKUP_TEST_KDF
                 # lowers them; it only matters at init, which is not measured).
                 KBACKUP_TEST_KDF=fast "$KBACKUP" --repo "$WORK/repo-cheap" init >/dev/null
-                # shellcheck disable=SC2086
-                measure "etcdctl-snapshot-save" env ETCDCTL_API=3 etcdctl $ETCDCTL_FLAGS \
-                        snapshot save "$WORK/snap.db"
-                measure "kbackup" "$KBACKUP" --repo "$WORK/repo" backup etcd \
-                        --endpoints "$ETCD_ENDPOINT"
-                measure "kbackup(cheap-KDF)" "$KBACKUP" --repo "$WORK/repo-cheap" backup etcd \
-                        --endpoints "$ETCD_ENDPOINT"
+                order=()
+                for ((k = 0; k < ${#tools[@]}; k++)); do
+                        order+=("${tools[(i + k) % ${#tools[@]}]}")
+                done
+                for k in "${order[@]}"; do
+                        # Each starts with nothing left to write back of the previous one.
+                        sync
+                        # shellcheck disable=SC2086  # ETCDCTL_FLAGS is a word list
+                        case $k in
+                        etcdctl) measure "etcdctl-snapshot-save" env ETCDCTL_API=3 etcdctl \
+                                $ETCDCTL_FLAGS snapshot save "$WORK/snap.db" ;;
+                        kbackup) measure "kbackup" "$KBACKUP" --repo "$WORK/repo" backup etcd \
+                                --endpoints "$ETCD_ENDPOINT" ;;
+                        cheap) measure "kbackup(cheap-KDF)" "$KBACKUP" --repo "$WORK/repo-cheap" \
+                                backup etcd --endpoints "$ETCD_ENDPOINT" ;;
+                        esac
+                done
                 # Same repository again: the db is unchanged, so only dedup lookups remain.
+                sync
                 measure "kbackup-again(dedup)" "$KBACKUP" --repo "$WORK/repo" backup etcd \
                         --endpoints "$ETCD_ENDPOINT"
         done
