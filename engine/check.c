@@ -279,29 +279,11 @@ static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const s
                 c->res->damaged_snapshots++;
                 return 0;
         }
-        if (l->count == sn->cap) {
-                size_t cap = sn->cap ? sn->cap * 2 : 64;
-                struct kb_snapshot_entry *p = realloc(l->items, cap * sizeof(*p));
-
-                if (!p) {
-                        kbackup__snapshot__free_unpacked(s, NULL);
-                        return kb_err_set(c->err, -ENOMEM, "out of memory");
-                }
-                l->items = p;
-                sn->cap = cap;
+        if (kb_snapshot_list_add(l, &sn->cap, name, s) < 0) {
+                kbackup__snapshot__free_unpacked(s, NULL);
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
         }
-        memcpy(l->items[l->count].id, name, KB_ID_HEX_LEN + 1);
-        l->items[l->count++].snap = s;
         return 0;
-}
-
-static int by_time(const void *a, const void *b)
-{
-        const struct kb_snapshot_entry *x = a, *y = b;
-
-        if (x->snap->time_unix_nsec != y->snap->time_unix_nsec)
-                return x->snap->time_unix_nsec < y->snap->time_unix_nsec ? -1 : 1;
-        return strcmp(x->id, y->id);
 }
 
 static void on_missing(void *arg, const uint8_t id[KB_ID_LEN], int is_tree, size_t snap)
@@ -687,8 +669,7 @@ int kb_check(struct kb_repo *r, const struct kb_check_opts *o, struct kb_check_r
          * damaged (at worst its new packs show up as leftovers). */
         rc = kb_repo_object_each(r, KB_OBJ_SNAPSHOT, load_snapshot, &sn, err);
         if (rc == 0) {
-                if (c.snaps.count)
-                        qsort(c.snaps.items, c.snaps.count, sizeof(*c.snaps.items), by_time);
+                kb_snapshot_list_sort(&c.snaps);
                 res->snapshots = c.snaps.count;
                 rc = load_index(&c);
         }

@@ -106,6 +106,12 @@ void kb_pack_finish_failed(struct kb_repo *r, struct pack_builder *b);
 /* snapshot.c: parse a snapshot record's plaintext (KB_ECORRUPT naming `id` when it does not). */
 int kb_repo_snapshot_parse(const char *id, const struct kb_buf *plain, Kbackup__Snapshot **out,
                            struct kb_err *err);
+/* Append snapshot s under its full hex id (the list's array grows by doubling; *cap is its
+ * size). -ENOMEM leaves s to the caller. */
+int kb_snapshot_list_add(struct kb_snapshot_list *l, size_t *cap, const char *id,
+                         Kbackup__Snapshot *s);
+/* Oldest first, ties by id: the order kb_repo_snapshot_list returns. */
+void kb_snapshot_list_sort(struct kb_snapshot_list *l);
 
 /* pack_writer.c: hand a detached full pack to the background writers (blocks while
  * KB_PACK_WRITERS packs are detached); returns an earlier writer's error, if any. */

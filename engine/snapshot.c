@@ -1,5 +1,6 @@
 /* snapshot.c - snapshot records (store, list, resolve "latest" and id prefixes) and tree blobs. */
 #include "repo.h"
+#include "repo_internal.h"
 
 #include "arena.h"
 
@@ -150,20 +151,10 @@ static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const s
         rc = kb_repo_snapshot_parse(name, plain, &s, c->err);
         if (rc < 0)
                 return rc;
-        if (c->l->count == c->cap) {
-                size_t cap = c->cap ? c->cap * 2 : 32;
-                struct kb_snapshot_entry *p = realloc(c->l->items, cap * sizeof(*p));
-
-                if (!p) {
-                        kbackup__snapshot__free_unpacked(s, NULL);
-                        return kb_err_set(c->err, -ENOMEM, "out of memory listing snapshots");
-                }
-                c->l->items = p;
-                c->cap = cap;
+        if (kb_snapshot_list_add(c->l, &c->cap, name, s) < 0) {
+                kbackup__snapshot__free_unpacked(s, NULL);
+                return kb_err_set(c->err, -ENOMEM, "out of memory listing snapshots");
         }
-        memcpy(c->l->items[c->l->count].id, name, KB_ID_HEX_LEN + 1);
-        c->l->items[c->l->count].snap = s;
-        c->l->count++;
         return 0;
 }
 
@@ -188,9 +179,31 @@ int kb_repo_snapshot_list(struct kb_repo *r, struct kb_snapshot_list *out, struc
                 kb_snapshot_list_free(out);
                 return rc;
         }
-        if (out->count)
-                qsort(out->items, out->count, sizeof(out->items[0]), by_time);
+        kb_snapshot_list_sort(out);
         return 0;
+}
+
+int kb_snapshot_list_add(struct kb_snapshot_list *l, size_t *cap, const char *id,
+                         Kbackup__Snapshot *s)
+{
+        if (l->count == *cap) {
+                size_t n = *cap ? *cap * 2 : 32;
+                struct kb_snapshot_entry *p = realloc(l->items, n * sizeof(*p));
+
+                if (!p)
+                        return -ENOMEM;
+                l->items = p;
+                *cap = n;
+        }
+        memcpy(l->items[l->count].id, id, KB_ID_HEX_LEN + 1);
+        l->items[l->count++].snap = s;
+        return 0;
+}
+
+void kb_snapshot_list_sort(struct kb_snapshot_list *l)
+{
+        if (l->count)
+                qsort(l->items, l->count, sizeof(l->items[0]), by_time);
 }
 
 void kb_snapshot_list_free(struct kb_snapshot_list *l)
