@@ -157,6 +157,21 @@ static int read_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *v)
 }
 
 /* leasepb.Lease: ID = 1, TTL = 2 (int64 varints); other fields skipped. */
+static int lease_add(struct restore *r, int64_t id, int64_t ttl)
+{
+        if (r->n_leases == r->cap_leases) {
+                size_t cap = r->cap_leases ? 2 * r->cap_leases : 64;
+                struct lease *nl = realloc(r->leases, cap * sizeof(*nl));
+
+                if (!nl)
+                        return kb_err_sys(r->err, -ENOMEM, "lease table");
+                r->leases = nl;
+                r->cap_leases = cap;
+        }
+        r->leases[r->n_leases++] = (struct lease){.id = id, .ttl = ttl};
+        return 0;
+}
+
 static int lease_item(const struct kb_bbolt_item *it, void *arg)
 {
         struct restore *r = arg;
@@ -188,17 +203,7 @@ static int lease_item(const struct kb_bbolt_item *it, void *arg)
         }
         if (!id || ttl <= 0)
                 return 0;
-        if (r->n_leases == r->cap_leases) {
-                size_t cap = r->cap_leases ? 2 * r->cap_leases : 64;
-                struct lease *nl = realloc(r->leases, cap * sizeof(*nl));
-
-                if (!nl)
-                        return kb_err_sys(r->err, -ENOMEM, "lease table");
-                r->leases = nl;
-                r->cap_leases = cap;
-        }
-        r->leases[r->n_leases++] = (struct lease){.id = id, .ttl = ttl};
-        return 0;
+        return lease_add(r, id, ttl);
 }
 
 static int lease_cmp(const void *a, const void *b)
@@ -244,16 +249,9 @@ static int lease_for(struct restore *r, int64_t id, int64_t *out)
         int rc;
 
         if (!l) {
-                if (r->n_leases == r->cap_leases) {
-                        size_t cap = r->cap_leases ? 2 * r->cap_leases : 64;
-                        struct lease *nl = realloc(r->leases, cap * sizeof(*nl));
-
-                        if (!nl)
-                                return kb_err_sys(r->err, -ENOMEM, "lease table");
-                        r->leases = nl;
-                        r->cap_leases = cap;
-                }
-                r->leases[r->n_leases++] = (struct lease){.id = id, .ttl = def};
+                rc = lease_add(r, id, def);
+                if (rc < 0)
+                        return rc;
                 qsort(r->leases, r->n_leases, sizeof(*r->leases), lease_cmp);
                 l = find_lease(r, id);
                 if (r->o->warn) {
