@@ -15,7 +15,7 @@
 #
 # Provides: kb_tmpdir, kb_rmtree, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
 # treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg, kb_track_pid, kb_untrack_pid,
-# largest_pack; for etcd: etcd_start, etcd_stop, ectl, etcd_load, kb_backup_etcd, snapshot_count,
+# largest_pack; for etcd: etcd_start, etcd_start_from_snapshot, etcd_stop, ectl, etcd_load, kb_backup_etcd, snapshot_count,
 # closed_port.
 
 KB_TEST_NAME=$(basename "$0" .sh)
@@ -233,6 +233,19 @@ etcd_start() {
                 fail "could not start etcd ($*)"
         eval "$out"
         KB_SERVER_DIRS+=("$ETCD_DIR")
+}
+
+# etcd_start_from_snapshot FILE NAME: `etcdctl snapshot restore` FILE (which checks its sha256
+# trailer) into a data dir of the test's, then etcd_start a member NAME on it. The restore's peer
+# URL is a closed port: etcd_start gives the member its own.
+etcd_start_from_snapshot() {
+        local file=$1 name=$2 pp
+        pp=$(closed_port)
+        ETCDCTL_API=3 etcdctl snapshot restore "$file" --data-dir "$KB_TMP/$name-data" --name "$name" \
+                --initial-cluster "$name=http://127.0.0.1:$pp" \
+                --initial-advertise-peer-urls "http://127.0.0.1:$pp" >"$KB_TMP/$name-restore.log" 2>&1 ||
+                { tail -n 5 "$KB_TMP/$name-restore.log" >&2; fail "etcdctl snapshot restore refused $file"; }
+        etcd_start --name "$name" -- --data-dir "$KB_TMP/$name-data"
 }
 
 # etcd_stop DIR: stop the etcd started in DIR (its ETCD_DIR) and remove DIR.

@@ -80,13 +80,7 @@ etcd_load --quiet dump "$KB_TMP/src.dump"
 src_rev=$(ectl get / --prefix --keys-only --limit 1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
 
 # etcdctl snapshot restore checks the trailer itself, then a new etcd runs on the result.
-D=$KB_TMP/restored-data
-pp=$(closed_port)
-ETCDCTL_API=3 etcdctl snapshot restore "$F" --data-dir "$D" --name r1 \
-        --initial-cluster "r1=http://127.0.0.1:$pp" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pp" >"$KB_TMP/restore.log" 2>&1 ||
-        { tail -n 5 "$KB_TMP/restore.log" >&2; fail "etcdctl snapshot restore refused the file"; }
-etcd_start --name r1 -- --data-dir "$D"
+etcd_start_from_snapshot "$F" r1
 [[ $ETCD_ENDPOINT != "$SRC_EP" ]] || fail "restored etcd got the source's endpoint"
 etcd_load --quiet dump "$KB_TMP/restored.dump"
 dst_rev=$(ectl get / --prefix --keys-only --limit 1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')

@@ -55,12 +55,7 @@ src_rev=$(ectl get / --prefix --keys-only --limit 1 -w json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
 F=$KB_TMP/etcd.db
 expect_exit 0 kb --repo "$REPO" restore etcd "$eid" --output "$F"
-pp=$(closed_port)
-ETCDCTL_API=3 etcdctl snapshot restore "$F" --data-dir "$KB_TMP/etcd-restored" --name r1 \
-        --initial-cluster "r1=http://127.0.0.1:$pp" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pp" >"$KB_TMP/restore.log" 2>&1 ||
-        { tail -n 5 "$KB_TMP/restore.log" >&2; fail "etcdctl snapshot restore refused the file"; }
-etcd_start --name r1 -- --data-dir "$KB_TMP/etcd-restored"
+etcd_start_from_snapshot "$F" r1
 etcd_load --quiet dump "$KB_TMP/restored.dump"
 dst_rev=$(ectl get / --prefix --keys-only --limit 1 -w json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
