@@ -266,8 +266,8 @@ static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const s
         Kbackup__Snapshot *s = NULL;
         struct kb_err e = {0};
 
-        if (strlen(name) != KB_ID_HEX_LEN || rc == KB_ENOTFOUND)
-                return 0; /* not ours, or forgotten meanwhile */
+        if (rc == KB_ENOTFOUND)
+                return 0; /* forgotten meanwhile */
         if (rc == 0)
                 rc = kb_repo_snapshot_parse(name, plain, &s, &e);
         else

@@ -167,7 +167,8 @@ typedef int (*kb_repo_object_cb)(const char *name, int rc, struct kb_buf *plain,
                                  const struct kb_err *ferr, void *arg);
 /* Every object of `type` in listing order, handed to cb on the calling thread while threads
  * fetch and unseal the next ones (objfetch.c): over S3 a round trip each, which one at a time
- * cost every command a second per hundred objects. Returns the listing's error or cb's. */
+ * cost every command a second per hundred objects. Names that are not object ids (64 hex
+ * digits) are not ours and are skipped. Returns the listing's error or cb's. */
 int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object_cb cb, void *arg,
                         struct kb_err *err);
 

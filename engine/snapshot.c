@@ -139,8 +139,8 @@ static int load_snapshot(const char *name, int rc, struct kb_buf *plain, const s
         struct list_ctx *c = arg;
         Kbackup__Snapshot *s;
 
-        if (strlen(name) != KB_ID_HEX_LEN || rc == KB_ENOTFOUND)
-                return 0; /* not ours, or forgotten between the listing and now */
+        if (rc == KB_ENOTFOUND)
+                return 0; /* forgotten between the listing and now */
         if (rc < 0) {
                 if (c->err) {
                         *c->err = *ferr;

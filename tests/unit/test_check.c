@@ -207,6 +207,41 @@ Test(check, damaged_index_file_is_reported_and_check_goes_on)
         free(log);
 }
 
+/* A file that is not kbackup's among the index files and snapshot records (a README, a stray
+ * upload) is not an object: opening, listing and check skip it instead of failing to unseal it. */
+Test(check, stray_names_beside_records_are_ignored)
+{
+        char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1], path[512];
+        static const char *const stray[] = {"index/README", "snapshots/notes.txt",
+                                            "snapshots/0123456789abcdef"};
+        struct kb_snapshot_list l;
+        struct kb_check_result res;
+        struct ops_log *log;
+        struct kb_repo *r;
+        struct kb_err e = {0};
+
+        two_snapshots(a, b);
+        for (size_t i = 0; i < sizeof(stray) / sizeof(stray[0]); i++) {
+                FILE *f;
+
+                snprintf(path, sizeof(path), "%s/%s", ops_dir, stray[i]);
+                f = fopen(path, "w");
+                cr_assert_not_null(f, "%s", path);
+                fputs("not kbackup's\n", f);
+                fclose(f);
+        }
+        r = ops_open(); /* loads every index file */
+        cr_assert_eq(kb_repo_snapshot_list(r, &l, &e), 0, "%s", e.msg);
+        cr_expect_eq(l.count, 2);
+        kb_snapshot_list_free(&l);
+        kb_repo_close(r);
+        log = run_check(1, 0, &res);
+        cr_expect_eq(res.errors, 0, "%s", log->buf);
+        cr_expect_eq(res.snapshots, 2);
+        cr_expect_eq(res.damaged_snapshots, 0);
+        free(log);
+}
+
 Test(check, leftover_packs_are_a_note_not_an_error)
 {
         char a[KB_ID_HEX_LEN + 1], b[KB_ID_HEX_LEN + 1];
