@@ -139,10 +139,15 @@ static int try_key(const char *name, uint64_t size, void *arg)
 {
         struct key_try *t = arg;
         struct kb_buf b = KB_BUF_INIT;
+        uint8_t id[KB_ID_LEN];
         struct kb_err e;
         int r;
 
         (void)size;
+        /* Key files are named by an id; a stray file beside them (a README) is no key, and its
+         * parse error would hide the "wrong password" a user needs to see. */
+        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
+                return 0;
         r = kb_backend_get(t->r->be, KB_OBJ_KEY, name, 0, 0, &b, &e);
         if (r == 0)
                 r = kb_keyfile_open(b.data, b.len, t->password, t->pwlen, &t->r->master, &e);

@@ -61,6 +61,29 @@ Test(repo, init_then_wrong_password)
         kb_repo_close(r);
 }
 
+/* A file beside the key files that is not one (a README) is no key: a wrong password still says
+ * so, whichever the listing hands over first, and the right one opens. */
+Test(repo, stray_file_in_keys_is_not_a_key)
+{
+        struct kb_repo *r = NULL;
+        struct kb_err e = {0};
+        char path[128];
+        FILE *f;
+
+        cr_assert_eq(kb_repo_init(dir, "pw", 2, &fast, NULL, &e), 0, "%s", e.msg);
+        for (int i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/keys/%s", dir, i ? "zz-notes" : "00-README");
+                f = fopen(path, "w");
+                cr_assert_not_null(f, "%s", path);
+                fputs("not a key file\n", f);
+                fclose(f);
+        }
+        cr_assert_eq(kb_repo_open(dir, "nope", 4, 0, &r, &e), KB_EAUTH, "%s", e.msg);
+        cr_assert_str_eq(e.msg, "wrong password");
+        r = open_ok();
+        kb_repo_close(r);
+}
+
 /* init --id-hash decides how every chunk is named, for the repository's life: what is stored in
  * its config comes back at open and names the chunks (default: keyed BLAKE3). */
 Test(repo, id_hash_is_chosen_at_init_and_kept)
