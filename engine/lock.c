@@ -265,10 +265,11 @@ struct name_list {
 static int collect_name(const char *name, uint64_t size, void *arg)
 {
         struct name_list *nl = arg;
+        uint8_t id[KB_ID_LEN];
 
         (void)size;
-        if (strlen(name) != KB_ID_HEX_LEN)
-                return 0;
+        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
+                return 0; /* not a lock record: nothing kbackup wrote */
         if (nl->n == nl->cap) {
                 size_t cap = nl->cap ? nl->cap * 2 : 16;
                 char(*p)[KB_ID_HEX_LEN + 1] = realloc(nl->names, cap * sizeof(*p));
