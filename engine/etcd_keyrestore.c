@@ -156,7 +156,6 @@ static int read_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *v)
         return -1;
 }
 
-/* leasepb.Lease: ID = 1, TTL = 2 (int64 varints); other fields skipped. */
 static int lease_add(struct restore *r, int64_t id, int64_t ttl)
 {
         if (r->n_leases == r->cap_leases) {
@@ -172,6 +171,7 @@ static int lease_add(struct restore *r, int64_t id, int64_t ttl)
         return 0;
 }
 
+/* leasepb.Lease: ID = 1, TTL = 2 (int64 varints); other fields skipped. */
 static int lease_item(const struct kb_bbolt_item *it, void *arg)
 {
         struct restore *r = arg;
