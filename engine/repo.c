@@ -175,6 +175,8 @@ static int load_config(struct kb_repo *r, struct kb_err *err)
         rc = kb_repo_object_get(r, KB_OBJ_CONFIG, "config", &b, err);
         if (rc < 0) {
                 kb_buf_free(&b);
+                if (rc == KB_ECORRUPT)
+                        kb_err_prefix(err, "config: ");
                 return rc;
         }
         c = kbackup__config__unpack(NULL, b.len, b.data);
@@ -368,9 +370,9 @@ int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *nam
         rc = kb_backend_get(r->be, type, name, 0, 0, &sealed, err);
         if (rc == 0) {
                 rc = kb_crypto_open(r->master.enc_key, sealed.data, sealed.len, out);
+                /* Callers name the object ("index 241e715ff7669b69: ..."). */
                 if (rc == KB_ECORRUPT)
-                        kb_err_set(err, rc, "%s: authentication failed (damaged or foreign data)",
-                                   name);
+                        kb_err_set(err, rc, "authentication failed (damaged or foreign data)");
                 else if (rc < 0)
                         kb_err_set(err, rc, "out of memory");
         }

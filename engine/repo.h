@@ -157,7 +157,8 @@ int kb_snapshot_list_find(const struct kb_snapshot_list *l, const char *ref, con
  * sealed bytes (for index, snapshot and other whole-object records). */
 int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *data, size_t len,
                        char name_hex[KB_ID_HEX_LEN + 1], struct kb_err *err);
-/* Load and unseal a whole object, appending the plaintext to out. */
+/* Load and unseal a whole object, appending the plaintext to out. A failed unseal
+ * (KB_ECORRUPT) leaves a message that does not name the object: the caller does. */
 int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,
                        struct kb_buf *out, struct kb_err *err);
 /* One object of kb_repo_object_each: rc is what kb_repo_object_get gave for it (0, or the error
