@@ -228,7 +228,8 @@ static int load_leases(struct restore *r, struct kb_bbolt *db)
         kb_bbolt_bucket_free(&b);
         if (rc < 0)
                 return r->err->code == rc ? rc : kb_err_set(r->err, rc, "%s", e.msg);
-        qsort(r->leases, r->n_leases, sizeof(*r->leases), lease_cmp);
+        if (r->n_leases) /* an empty bucket leaves the table NULL, which qsort must not get */
+                qsort(r->leases, r->n_leases, sizeof(*r->leases), lease_cmp);
         return 0;
 }
 
@@ -236,6 +237,8 @@ static struct lease *find_lease(struct restore *r, int64_t id)
 {
         struct lease key = {.id = id};
 
+        if (!r->n_leases)
+                return NULL;
         return bsearch(&key, r->leases, r->n_leases, sizeof(key), lease_cmp);
 }
 
