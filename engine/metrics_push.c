@@ -154,8 +154,10 @@ struct totals {
 static int count_object(const char *name, uint64_t size, void *arg)
 {
         struct totals *t = arg;
+        uint8_t id[KB_ID_LEN];
 
-        (void)name;
+        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
+                return 0; /* not an object: a stray file is no snapshot and no pack */
         t->n++;
         t->bytes += size;
         return 0;
