@@ -57,9 +57,15 @@ same() { # same A B WHAT
         fi
 }
 
+# dctl ARGS...: etcdctl against the DR target.
+dctl() {
+        # shellcheck disable=SC2086  # DST_FLAGS is a word list by design
+        ETCDCTL_API=3 etcdctl $DST_FLAGS "$@"
+}
+
 wipe_target() {
-        ETCDCTL_API=3 etcdctl $DST_FLAGS del "" --from-key >/dev/null
-        [[ -z $(ETCDCTL_API=3 etcdctl $DST_FLAGS get "" --from-key --keys-only) ]] || fail "wipe"
+        dctl del "" --from-key >/dev/null
+        [[ -z $(dctl get "" --from-key --keys-only) ]] || fail "wipe"
 }
 
 wipe_dirs() {
@@ -241,7 +247,7 @@ r = json.load(open(sys.argv[1]))
 assert r["dry_run"] and r["etcd"]["written"] == int(sys.argv[2]), r["etcd"]
 assert [m["status"] for m in r["members"]] == ["would_restore"] * 3, r["members"]
 EOF
-[[ -z $(ETCDCTL_API=3 etcdctl $DST_FLAGS get "" --from-key --keys-only) ]] || fail "--dry-run wrote keys"
+[[ -z $(dctl get "" --from-key --keys-only) ]] || fail "--dry-run wrote keys"
 [[ -z $(ls -A "$DR1") && -z $(ls -A "$DR2") ]] || fail "--dry-run wrote volume files"
 
 # ---- --on-conflict ----
@@ -250,7 +256,7 @@ EOF
 wipe_target
 select_keys prefix /registry/ -- <"$KB_TMP/src.unleased" | LC_ALL=C sort >"$KB_TMP/sel"
 CKEY=$(sed -n 26p "$KB_TMP/sel" | cut -d' ' -f1 | xxd -r -p)
-ETCDCTL_API=3 etcdctl $DST_FLAGS put "$CKEY" 'target-value' >/dev/null
+dctl put "$CKEY" 'target-value' >/dev/null
 expect_exit 1 kb --repo "$REPO" restore etcd "$ETCD_SNAP" --endpoints "$DST_EP" \
         --prefix /registry/ --on-conflict fail --max-txn-ops 10
 grep -q "another value" "$KB_ERR" || fail "--on-conflict fail: no conflict message: $(cat "$KB_ERR")"
@@ -260,7 +266,7 @@ dump "$DST_FLAGS" "$KB_TMP/dst"
         grep "^$(printf '%s' "$CKEY" | od -An -tx1 | tr -d ' \n') " "$KB_TMP/dst"
 } | LC_ALL=C sort >"$KB_TMP/want"
 same "$KB_TMP/want" "$KB_TMP/dst" "--on-conflict fail: exactly the batches before the conflict"
-[[ $(ETCDCTL_API=3 etcdctl $DST_FLAGS get "$CKEY" --print-value-only) == target-value ]] ||
+[[ $(dctl get "$CKEY" --print-value-only) == target-value ]] ||
         fail "--on-conflict fail changed the conflicting key"
 # The same run with a dry run reports the conflict and writes nothing more.
 expect_exit 1 kb --repo "$REPO" restore etcd "$ETCD_SNAP" --endpoints "$DST_EP" \
@@ -273,7 +279,7 @@ expect_exit 0 kb --repo "$REPO" --json restore etcd "$ETCD_SNAP" --endpoints "$D
         --prefix /registry/ --on-conflict skip --max-txn-ops 10
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["conflicts"]==1 and r["skipped"]==20, r' \
         "$KB_OUT" || fail "skip counts: $(cat "$KB_OUT")"
-[[ $(ETCDCTL_API=3 etcdctl $DST_FLAGS get "$CKEY" --print-value-only) == target-value ]] ||
+[[ $(dctl get "$CKEY" --print-value-only) == target-value ]] ||
         fail "--on-conflict skip changed the conflicting key"
 # overwrite: the conflict gets the snapshot's value; now the target equals the selection.
 expect_exit 0 kb --repo "$REPO" --json restore etcd "$ETCD_SNAP" --endpoints "$DST_EP" \
@@ -287,10 +293,10 @@ same "$KB_TMP/sel" "$KB_TMP/dst" "after --on-conflict overwrite"
 wipe_target
 expect_exit 0 kb --repo "$REPO" restore etcd "$ETCD_SNAP" --endpoints "$DST_EP" \
         --prefix /registry/events/ns-000/leased --include-leased
-ETCDCTL_API=3 etcdctl $DST_FLAGS get /registry/events/ns-000/leased-event -w json >"$KB_TMP/l.json"
+dctl get /registry/events/ns-000/leased-event -w json >"$KB_TMP/l.json"
 NEWLEASE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kvs"][0]["lease"])' "$KB_TMP/l.json")
 ((NEWLEASE != 0)) || fail "--include-leased: the key has no lease"
-GRANTED=$(ETCDCTL_API=3 etcdctl $DST_FLAGS lease timetolive "$(printf '%x' "$NEWLEASE")" -w json |
+GRANTED=$(dctl lease timetolive "$(printf '%x' "$NEWLEASE")" -w json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["granted-ttl"])')
 ((GRANTED == 900)) || fail "--include-leased: granted TTL $GRANTED, want the original 900"
 

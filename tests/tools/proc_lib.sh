@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # proc_lib.sh - process helpers the test-server scripts (etcd_server.sh, s3_server.sh) share;
 # sourced, not run.
 
