@@ -261,8 +261,8 @@ static int lease_for(struct restore *r, int64_t id, int64_t *out)
                         char m[160];
 
                         snprintf(m, sizeof(m),
-                                 "lease %llx is not in the snapshot's lease bucket: its keys get "
-                                 "a lease of %llds",
+                                 "lease %016llx is not in the snapshot's lease bucket: its keys "
+                                 "get a lease of %llds",
                                  (unsigned long long)id, (long long)def);
                         r->o->warn(m, r->o->cb_arg);
                 }

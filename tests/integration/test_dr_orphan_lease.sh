@@ -17,7 +17,7 @@ TTL=1234 # differs from the original lease's 900 and from the 3600 default
 
 # ---- the forged source ----
 etcd_start --name orig
-LEASE=$(ectl lease grant 900 | awk '{print $2}') # hex, as etcdctl and kbackup print it
+LEASE=$(ectl lease grant 900 | awk '{print $2}') # 16 hex digits, as etcdctl and kbackup print it
 ectl put --lease="$LEASE" "$KEY" '{"kind":"Event"}' >/dev/null
 ectl put /registry/pods/ns-000/pod-1 '{"kind":"Pod"}' >/dev/null
 ectl snapshot save "$KB_TMP/orig.db" >/dev/null 2>&1 || fail "etcdctl snapshot save"
