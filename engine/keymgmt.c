@@ -71,7 +71,7 @@ static int by_created(const void *a, const void *b)
 int kb_repo_key_list(struct kb_repo *r, struct kb_key_info **out, size_t *n, struct kb_err *err)
 {
         struct key_list kl = {.r = r, .err = err};
-        int rc = kb_backend_list(r->be, KB_OBJ_KEY, collect_key, &kl, err);
+        int rc = kb_repo_list(r, KB_OBJ_KEY, collect_key, &kl, err);
 
         if (rc < 0) {
                 free(kl.v);

@@ -265,11 +265,8 @@ struct name_list {
 static int collect_name(const char *name, uint64_t size, void *arg)
 {
         struct name_list *nl = arg;
-        uint8_t id[KB_ID_LEN];
 
         (void)size;
-        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
-                return 0; /* not a lock record: nothing kbackup wrote */
         if (nl->n == nl->cap) {
                 size_t cap = nl->cap ? nl->cap * 2 : 16;
                 char(*p)[KB_ID_HEX_LEN + 1] = realloc(nl->names, cap * sizeof(*p));
@@ -288,7 +285,7 @@ static int list_names(struct kb_repo *r, struct name_list *nl, struct kb_err *er
         int rc;
 
         memset(nl, 0, sizeof(*nl));
-        rc = kb_backend_list(r->be, KB_OBJ_LOCK, collect_name, nl, err);
+        rc = kb_repo_list(r, KB_OBJ_LOCK, collect_name, nl, err);
         if (rc == -ENOMEM)
                 rc = kb_err_set(err, rc, "out of memory listing locks");
         if (rc < 0) {

@@ -114,8 +114,8 @@ static int collect_pack(const char *name, uint64_t size, void *arg)
         struct listing *ls = arg;
         uint8_t id[KB_ID_LEN];
 
-        if (strlen(name) != KB_ID_HEX_LEN || kb_hex_decode(name, id, KB_ID_LEN) < 0)
-                return 0; /* not a pack name: nothing kbackup wrote */
+        if (kb_hex_decode(name, id, KB_ID_LEN) < 0) /* kb_repo_list passes ids only */
+                return 0;
         if (ls->n == ls->cap) {
                 size_t cap = ls->cap ? ls->cap * 2 : 1024;
                 struct kb_maint_extra *p = realloc(ls->v, cap * sizeof(*p));
@@ -188,7 +188,7 @@ int kb_maint_packs_build(struct kb_repo *r, struct kb_maint_packs *p, struct kb_
                 mp->nblobs++;
         }
 
-        rc = kb_backend_list(r->be, KB_OBJ_PACK, collect_pack, &ls, err);
+        rc = kb_repo_list(r, KB_OBJ_PACK, collect_pack, &ls, err);
         if (rc == -ENOMEM)
                 rc = kb_err_set(err, rc, "out of memory listing packs");
         if (rc < 0)

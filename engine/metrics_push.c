@@ -154,10 +154,8 @@ struct totals {
 static int count_object(const char *name, uint64_t size, void *arg)
 {
         struct totals *t = arg;
-        uint8_t id[KB_ID_LEN];
 
-        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
-                return 0; /* not an object: a stray file is no snapshot and no pack */
+        (void)name;
         t->n++;
         t->bytes += size;
         return 0;
@@ -166,13 +164,12 @@ static int count_object(const char *name, uint64_t size, void *arg)
 int kb_metrics_repo_totals(struct kb_repo *r, uint64_t *snapshots, uint64_t *pack_bytes,
                            struct kb_err *err)
 {
-        struct kb_backend *be = kb_repo_backend(r);
         struct totals snaps = {0}, packs = {0};
         int rc;
 
-        rc = kb_backend_list(be, KB_OBJ_SNAPSHOT, count_object, &snaps, err);
+        rc = kb_repo_list(r, KB_OBJ_SNAPSHOT, count_object, &snaps, err);
         if (rc == 0)
-                rc = kb_backend_list(be, KB_OBJ_PACK, count_object, &packs, err);
+                rc = kb_repo_list(r, KB_OBJ_PACK, count_object, &packs, err);
         if (rc < 0)
                 return rc;
         *snapshots = snaps.n;

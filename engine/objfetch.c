@@ -5,7 +5,7 @@
  * hundred snapshots spent seconds on every command before doing anything. Here threads fetch
  * and unseal objects ahead of the one being handed over (prefetch.h), and the
  * caller still sees them one at a time, in listing order, on its own thread, so what it does
- * with them (index inserts, sorting) is unchanged. Names that are not object ids are skipped. */
+ * with them (index inserts, sorting) is unchanged. */
 #include "repo_internal.h"
 
 #include <errno.h>
@@ -33,15 +33,8 @@ struct fetch {
 static int collect(const char *name, uint64_t size, void *arg)
 {
         struct fetch *f = arg;
-        uint8_t id[KB_ID_LEN];
 
         (void)size;
-        /* Index files and snapshot records are named by the SHA-256 of their bytes. Anything
-         * else in their directory (a README, a stray upload, a console's folder marker) is not
-         * ours: fetched, it would fail to unseal and stop every command that opens the
-         * repository. */
-        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
-                return 0;
         if (f->n == f->cap) {
                 size_t cap = f->cap ? f->cap * 2 : 64;
                 char **v = realloc(f->names, cap * sizeof(*v));
@@ -82,7 +75,7 @@ int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object
         struct fetch f = {.r = r, .type = type, .cb = cb, .cb_arg = arg};
         int rc;
 
-        rc = kb_backend_list(r->be, type, collect, &f, err);
+        rc = kb_repo_list(r, type, collect, &f, err);
         if (rc == 0 && f.n && !(f.slots = calloc(f.n, sizeof(*f.slots))))
                 rc = -ENOMEM;
         if (rc == -ENOMEM) /* from the listing's collect, or the slots */

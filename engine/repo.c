@@ -139,15 +139,10 @@ static int try_key(const char *name, uint64_t size, void *arg)
 {
         struct key_try *t = arg;
         struct kb_buf b = KB_BUF_INIT;
-        uint8_t id[KB_ID_LEN];
         struct kb_err e;
         int r;
 
         (void)size;
-        /* Key files are named by an id; a stray file beside them (a README) is no key, and its
-         * parse error would hide the "wrong password" a user needs to see. */
-        if (kb_hex_decode(name, id, KB_ID_LEN) < 0)
-                return 0;
         r = kb_backend_get(t->r->be, KB_OBJ_KEY, name, 0, 0, &b, &e);
         if (r == 0)
                 r = kb_keyfile_open(b.data, b.len, t->password, t->pwlen, &t->r->master, &e);
@@ -237,7 +232,7 @@ int kb_repo_open(const char *location, const char *password, size_t pwlen, int f
         t.password = password;
         t.pwlen = pwlen;
         t.err = err;
-        rc = kb_backend_list(r->be, KB_OBJ_KEY, try_key, &t, err);
+        rc = kb_repo_list(r, KB_OBJ_KEY, try_key, &t, err);
         if (rc < 0)
                 goto fail;
         if (!t.opened) {
@@ -359,6 +354,27 @@ int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *dat
         rc = kb_backend_put(r->be, type, name_hex, sealed.data, sealed.len, err);
         kb_buf_free(&sealed);
         return rc;
+}
+
+struct id_filter {
+        kb_backend_list_cb cb;
+        void *arg;
+};
+
+static int only_ids(const char *name, uint64_t size, void *arg)
+{
+        const struct id_filter *f = arg;
+        uint8_t id[KB_ID_LEN];
+
+        return kb_hex_decode(name, id, KB_ID_LEN) < 0 ? 0 : f->cb(name, size, f->arg);
+}
+
+int kb_repo_list(struct kb_repo *r, enum kb_obj_type type, kb_backend_list_cb cb, void *arg,
+                 struct kb_err *err)
+{
+        struct id_filter f = {cb, arg};
+
+        return kb_backend_list(r->be, type, only_ids, &f, err);
 }
 
 int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,

@@ -161,6 +161,12 @@ int kb_repo_object_put(struct kb_repo *r, enum kb_obj_type type, const void *dat
  * (KB_ECORRUPT) leaves a message that does not name the object: the caller does. */
 int kb_repo_object_get(struct kb_repo *r, enum kb_obj_type type, const char *name,
                        struct kb_buf *out, struct kb_err *err);
+/* kb_backend_list for the repository's own objects: only names that are object ids (64 hex
+ * digits; kbackup names every key, pack, index, snapshot and lock by one) reach cb. Anything else
+ * in an object directory (a README, a stray upload) is not kbackup's: never read, never an error
+ * (fetched, it would fail to unseal and stop every command that opens the repository). */
+int kb_repo_list(struct kb_repo *r, enum kb_obj_type type, kb_backend_list_cb cb, void *arg,
+                 struct kb_err *err);
 /* One object of kb_repo_object_each: rc is what kb_repo_object_get gave for it (0, or the error
  * described in ferr, such as KB_ENOTFOUND for an object removed since the listing), plain its
  * plaintext. A negative return (with the callback's own error set) stops the walk. */
@@ -168,8 +174,8 @@ typedef int (*kb_repo_object_cb)(const char *name, int rc, struct kb_buf *plain,
                                  const struct kb_err *ferr, void *arg);
 /* Every object of `type` in listing order, handed to cb on the calling thread while threads
  * fetch and unseal the next ones (objfetch.c): over S3 a round trip each, which one at a time
- * cost every command a second per hundred objects. Names that are not object ids (64 hex
- * digits) are not ours and are skipped. Returns the listing's error or cb's. */
+ * cost every command a second per hundred objects. Listed by kb_repo_list. Returns the
+ * listing's error or cb's. */
 int kb_repo_object_each(struct kb_repo *r, enum kb_obj_type type, kb_repo_object_cb cb, void *arg,
                         struct kb_err *err);
 

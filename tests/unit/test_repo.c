@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keys.h"
 #include "repo.h"
 #include "repo_internal.h"
 #include "saver.h"
@@ -62,10 +63,12 @@ Test(repo, init_then_wrong_password)
 }
 
 /* A file beside the key files that is not one (a README) is no key: a wrong password still says
- * so, whichever the listing hands over first, and the right one opens. */
+ * so, whichever the listing hands over first, the right one opens, and `key list` shows one key. */
 Test(repo, stray_file_in_keys_is_not_a_key)
 {
+        struct kb_key_info *keys = NULL;
         struct kb_repo *r = NULL;
+        size_t n = 0;
         struct kb_err e = {0};
         char path[128];
         FILE *f;
@@ -81,6 +84,9 @@ Test(repo, stray_file_in_keys_is_not_a_key)
         cr_assert_eq(kb_repo_open(dir, "nope", 4, 0, &r, &e), KB_EAUTH, "%s", e.msg);
         cr_assert_str_eq(e.msg, "wrong password");
         r = open_ok();
+        cr_assert_eq(kb_repo_key_list(r, &keys, &n, &e), 0, "%s", e.msg);
+        cr_expect_eq(n, 1, "the strays are listed as keys");
+        free(keys);
         kb_repo_close(r);
 }
 
