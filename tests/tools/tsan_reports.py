@@ -5,9 +5,9 @@ and its libraries'; print kbackup's and exit 1 if there are any.
 gRPC, abseil, OpenSSL and libcurl are not built with ThreadSanitizer: their atomics and fences are
 invisible to it, so their own synchronisation shows up as races inside them (thousands in a run of
 the suite, unless TSAN_OPTIONS has ignore_noninstrumented_modules=1, as scripts/test.sh sets, and
-some even then). A report is kbackup's when a stack of it (each access, each mutex) has its first frame past
-the sanitizer's interceptors in kbackup itself: our code touched the memory or took the lock. Any
-report with no stack at all (a crash of the runtime) counts too.
+some even then). A report is kbackup's when a stack of it (each access, each mutex) has its first
+frame past the sanitizer's interceptors in kbackup itself: our code touched the memory or took
+the lock. Any report with no stack at all (a crash of the runtime) counts too.
 """
 import os
 import re
