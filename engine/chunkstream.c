@@ -94,8 +94,8 @@ static int emit(struct kb_chunkstream *cs, struct kb_err *err)
         }
         cs->bytes += len;
         cs->cur_len = 0;
-        return kb_saver_submit_pooled(cs->saver, cs->group, KB_BLOB_DATA, cs->pool, data, len, slot,
-                                      err);
+        return kb_saver_submit_pooled(cs->saver, cs->group, KB_BLOB_DATA, 0, cs->pool, data, len,
+                                      slot, err);
 }
 
 int kb_chunkstream_write(struct kb_chunkstream *cs, const void *data, size_t len,

@@ -217,7 +217,7 @@ static size_t compress_blob(struct kb_repo *r, struct zstd_ctx *z, const void *d
 
 /* Compress (when it pays) and seal a blob into the thread's z->sealed. */
 static int encode_blob(struct kb_repo *r, struct zstd_ctx *z, const uint8_t id[KB_ID_LEN],
-                       const void *data, size_t len, struct kb_err *err)
+                       const void *data, size_t len, unsigned flags, struct kb_err *err)
 {
         struct kb_buf *plain = &z->plain;
         size_t bound = ZSTD_compressBound(len), n;
@@ -227,7 +227,8 @@ static int encode_blob(struct kb_repo *r, struct zstd_ctx *z, const uint8_t id[K
         kb_buf_reset(&z->sealed);
         if (kb_buf_reserve(plain, 1 + (bound > len ? bound : len)) < 0)
                 return kb_err_set(err, -ENOMEM, "out of memory compressing a chunk");
-        n = compress_blob(r, z, data, len, plain->data + 1, bound);
+        n = flags & KB_SAVE_NO_COMPRESS ? 0
+                                        : compress_blob(r, z, data, len, plain->data + 1, bound);
         /* Keep the compressed form only when it saves something worth a decompression. */
         if (n && n + 64 < len) {
                 plain->data[0] = BLOB_ZSTD;
@@ -506,6 +507,13 @@ static int index_and_free(struct kb_repo *r, struct pack_builder *list, struct k
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
                       const void *data, size_t len, struct kb_save_result *res, struct kb_err *err)
 {
+        return kb_repo_blob_save_flags(r, type, 0, id, data, len, res, err);
+}
+
+int kb_repo_blob_save_flags(struct kb_repo *r, enum kb_blob_type type, unsigned flags,
+                            const uint8_t id[KB_ID_LEN], const void *data, size_t len,
+                            struct kb_save_result *res, struct kb_err *err)
+{
         struct zstd_ctx *z;
         struct kb_buf *sealed;
         struct pack_builder **cur, *full = NULL, *toindex = NULL;
@@ -525,7 +533,7 @@ int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t i
         z = zstd_ctx(r);
         if (!z)
                 return kb_err_set(err, -ENOMEM, "out of memory compressing a chunk");
-        rc = encode_blob(r, z, id, data, len, err);
+        rc = encode_blob(r, z, id, data, len, flags, err);
         if (rc < 0)
                 return rc;
         sealed = &z->sealed;

@@ -80,6 +80,12 @@ struct kb_save_result {
  * appends it to the current pack; full packs are written to the backend. Thread-safe. */
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
                       const void *data, size_t len, struct kb_save_result *res, struct kb_err *err);
+/* Flags of kb_repo_blob_save_flags. KB_SAVE_NO_COMPRESS: the caller knows the bytes are already
+ * compressed (a later chunk of a gzip or JPEG file, say): stored raw without trying zstd. */
+enum { KB_SAVE_NO_COMPRESS = 1 };
+int kb_repo_blob_save_flags(struct kb_repo *r, enum kb_blob_type type, unsigned flags,
+                            const uint8_t id[KB_ID_LEN], const void *data, size_t len,
+                            struct kb_save_result *res, struct kb_err *err);
 
 /* kb_repo_blob_load for a tree (a directory record): read with its neighbours, one block of its
  * pack at a time, and served from the blocks kept (treecache.h). */

@@ -25,6 +25,7 @@
 struct job {
         struct kb_saver_group *group;
         enum kb_blob_type type;
+        unsigned flags;          /* kb_repo_blob_save_flags's */
         struct kb_bufpool *pool; /* where data goes back; NULL: malloc'd */
         uint8_t *data;
         size_t len;
@@ -173,8 +174,8 @@ static void *worker(void *arg)
                         kb_err_clear(&errs[i]);
                         memset(&j->res, 0, sizeof(j->res));
                         kb_repo_blob_id(s->repo, j->data, j->len, j->id_slot);
-                        j->rc = kb_repo_blob_save(s->repo, j->type, j->id_slot, j->data, j->len,
-                                                  &j->res, &errs[i]);
+                        j->rc = kb_repo_blob_save_flags(s->repo, j->type, j->flags, j->id_slot,
+                                                        j->data, j->len, &j->res, &errs[i]);
                         release_data(j->pool, j->data, j->len);
                 }
                 finish_batch(s, batch, errs);
@@ -318,12 +319,12 @@ void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void 
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
                     uint8_t *data, size_t len, uint8_t *id_slot, struct kb_err *err)
 {
-        return kb_saver_submit_pooled(s, g, type, NULL, data, len, id_slot, err);
+        return kb_saver_submit_pooled(s, g, type, 0, NULL, data, len, id_slot, err);
 }
 
 int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
-                           struct kb_bufpool *pool, uint8_t *data, size_t len, uint8_t *id_slot,
-                           struct kb_err *err)
+                           unsigned flags, struct kb_bufpool *pool, uint8_t *data, size_t len,
+                           uint8_t *id_slot, struct kb_err *err)
 {
         struct job *j = malloc(sizeof(*j));
 
@@ -333,6 +334,7 @@ int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb
         }
         j->group = g;
         j->type = type;
+        j->flags = flags;
         j->pool = pool;
         j->data = data;
         j->len = len;

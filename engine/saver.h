@@ -56,10 +56,11 @@ void kb_saver_group_close(struct kb_saver_group *g, kb_saver_done_fn done, void 
  * writes the chunk's id to id_slot, which must stay valid until the group has been waited for. */
 int kb_saver_submit(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
                     uint8_t *data, size_t len, uint8_t *id_slot, struct kb_err *err);
-/* The same for a buffer of `pool`: it goes back there once stored (or on error). */
+/* The same for a buffer of `pool`: it goes back there once stored (or on error); `flags` are
+ * kb_repo_blob_save_flags's. */
 int kb_saver_submit_pooled(struct kb_saver *s, struct kb_saver_group *g, enum kb_blob_type type,
-                           struct kb_bufpool *pool, uint8_t *data, size_t len, uint8_t *id_slot,
-                           struct kb_err *err);
+                           unsigned flags, struct kb_bufpool *pool, uint8_t *data, size_t len,
+                           uint8_t *id_slot, struct kb_err *err);
 
 void kb_saver_get_stats(struct kb_saver *s, struct kb_saver_stats *out);
 
