@@ -5,7 +5,6 @@
  * A stored blob is seal(flag || payload) where flag 0 means payload is the plaintext and 1 means it
  * is a zstd frame. Packs are named by the SHA-256 hash of their bytes and never change. */
 #include "repo_internal.h"
-#include "sniff.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -183,17 +182,16 @@ int kb_repo_blob_size(struct kb_repo *r, const uint8_t id[KB_ID_LEN], uint32_t *
 #define COMPRESS_MIN_BYTES 512
 
 /* zstd-compress data into out (capacity `bound`); returns the compressed size, or 0 when the
- * chunk is not worth compressing (incompressible, or an error: it is then stored raw). A chunk
- * that starts like a gzip, xz or zstd file, a JPEG or a PNG is not tried: zstd saved 1.6% on such
- * files of the bench tree (27% of its files) for 8% of the compression time of its small files. */
+ * chunk is not worth compressing (incompressible, known to be compressed already: flags has
+ * KB_SAVE_NO_COMPRESS, or an error: it is then stored raw). */
 static size_t compress_blob(struct kb_repo *r, struct zstd_ctx *z, const void *data, size_t len,
-                            uint8_t *out, size_t bound)
+                            unsigned flags, uint8_t *out, size_t bound)
 {
         ZSTD_outBuffer ob = {out, bound, 0};
         ZSTD_inBuffer ib = {data, PROBE_BYTES, 0};
         size_t n;
 
-        if (r->zstd_level == 0 || len < COMPRESS_MIN_BYTES || kb_sniff_compressed(data, len))
+        if (r->zstd_level == 0 || len < COMPRESS_MIN_BYTES || (flags & KB_SAVE_NO_COMPRESS))
                 return 0;
         if (len < 2 * PROBE_BYTES || r->zstd_level <= PROBE_MIN_LEVEL) {
                 n = ZSTD_compressCCtx(z->c, out, bound, data, len, r->zstd_level);
@@ -227,8 +225,7 @@ static int encode_blob(struct kb_repo *r, struct zstd_ctx *z, const uint8_t id[K
         kb_buf_reset(&z->sealed);
         if (kb_buf_reserve(plain, 1 + (bound > len ? bound : len)) < 0)
                 return kb_err_set(err, -ENOMEM, "out of memory compressing a chunk");
-        n = flags & KB_SAVE_NO_COMPRESS ? 0
-                                        : compress_blob(r, z, data, len, plain->data + 1, bound);
+        n = compress_blob(r, z, data, len, flags, plain->data + 1, bound);
         /* Keep the compressed form only when it saves something worth a decompression. */
         if (n && n + 64 < len) {
                 plain->data[0] = BLOB_ZSTD;

@@ -81,7 +81,7 @@ struct kb_save_result {
 int kb_repo_blob_save(struct kb_repo *r, enum kb_blob_type type, const uint8_t id[KB_ID_LEN],
                       const void *data, size_t len, struct kb_save_result *res, struct kb_err *err);
 /* Flags of kb_repo_blob_save_flags. KB_SAVE_NO_COMPRESS: the caller knows the bytes are already
- * compressed (a later chunk of a gzip or JPEG file, say): stored raw without trying zstd. */
+ * compressed (a chunk of a gzip or JPEG file: sniff.h): stored raw without trying zstd. */
 enum { KB_SAVE_NO_COMPRESS = 1 };
 int kb_repo_blob_save_flags(struct kb_repo *r, enum kb_blob_type type, unsigned flags,
                             const uint8_t id[KB_ID_LEN], const void *data, size_t len,

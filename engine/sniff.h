@@ -1,6 +1,6 @@
-/* sniff.h - recognising data that is already compressed from its first bytes, so that a chunk
- * of a gzip, xz or zstd file, a JPEG or a PNG is stored as it is without paying zstd to find out:
- * on small files zstd's fixed cost per frame (~20 us for a 9 KiB .gz) is most of their backup. */
+/* sniff.h - recognising data that is already compressed from its first bytes, so that the chunks
+ * of a gzip, xz or zstd file, a JPEG or a PNG are stored as they are without paying zstd to find
+ * out (volume_file.c asks about a file's first bytes; KB_SAVE_NO_COMPRESS, repo.h). */
 #ifndef KB_SNIFF_H
 #define KB_SNIFF_H
 
@@ -8,7 +8,7 @@
 
 /* 1 when p[0..len) starts with the signature of a format whose body is entropy-coded (gzip, xz,
  * zstd, bzip2, lz4 frame, 7z, PNG, JPEG), 0 otherwise. Containers that may hold stored members
- * (zip, tar) are not listed. A false positive only costs compression of that one chunk. */
+ * (zip, tar) are not listed. A false positive only costs compression of that one file. */
 int kb_sniff_compressed(const void *p, size_t len);
 
 #endif
