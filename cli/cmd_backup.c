@@ -1,7 +1,8 @@
-/* cmd_backup.c - `kbackup backup volume PATH`: back up a directory tree. */
+/* cmd_backup.c - `kbackup backup volume PATH`: back up a directory tree or a block device. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -15,6 +16,13 @@ static const char help[] =
     "hardlinks, symlinks, fifos, device nodes, owners, modes, nanosecond times and xattrs\n"
     "(POSIX ACLs included). Sockets are skipped with a warning; a file that vanishes or changes\n"
     "while it is read is reported and the backup goes on (exit code 3).\n"
+    "\n"
+    "PATH may also be a block device (a PV of volumeMode Block): every byte of it is read\n"
+    "and stored as the snapshot's one file, " KB_VOLUME_DEVICE_IMAGE
+    " (regions unchanged since the\n"
+    "last backup are stored once). Back up a device nothing writes to meanwhile (a CSI\n"
+    "VolumeSnapshot's clone, or a stopped workload): otherwise the image is only "
+    "crash-consistent.\n"
     "\n"
     "The new snapshot's id is the last line of standard output.\n"
     "\n"
@@ -81,11 +89,16 @@ static int run_volume(const char *path, const struct kb_volume_backup_opts *o, i
         struct kb_err err = {0};
         struct kb_repo *repo = NULL;
         struct kb_lock *lock = NULL;
+        struct stat st;
         int r, code;
 
         /* A backup that cannot start must not touch the repository, not even with a lock. */
-        if (access(path, R_OK | X_OK) < 0) {
+        if (stat(path, &st) < 0 || access(path, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) < 0) {
                 r = kb_err_sys(&err, -errno, "%s", path);
+                return cli_fail(&err, r);
+        }
+        if (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode)) {
+                r = kb_err_set(&err, KB_EUSAGE, "%s: not a directory or a block device", path);
                 return cli_fail(&err, r);
         }
         code = cli_open_locked(CLI_LOCK_SHARED, "backup", 0, &repo, &lock);

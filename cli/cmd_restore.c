@@ -1,4 +1,5 @@
-/* cmd_restore.c - `kbackup restore volume SNAPSHOT --target DIR [--include PATH]`. */
+/* cmd_restore.c - `kbackup restore volume SNAPSHOT --target DIR [--include PATH]`, or onto a
+ * block device with --overwrite-device. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 
 static const char help[] =
     "Usage: kbackup restore volume SNAPSHOT --target DIR [--include PATH] [--threads N]\n"
+    "       kbackup restore volume SNAPSHOT --target DEVICE --overwrite-device [--threads N]\n"
     "\n"
     "Restore a volume snapshot: the contents of the backed-up directory are placed directly\n"
     "under DIR (created if missing), with their bytes, holes, hardlinks, modes, times, xattrs,\n"
@@ -14,21 +16,30 @@ static const char help[] =
     "is reported with the file it belongs to, the rest is restored, and the exit code is 3.\n"
     "Existing files in DIR are never overwritten (each conflict is reported).\n"
     "\n"
+    "A block device's snapshot restores into DIR as the file " KB_VOLUME_DEVICE_IMAGE
+    ", or onto a\n"
+    "block device given as --target with --overwrite-device: all of the device's content up to\n"
+    "the image's size is replaced, and the device is flushed before kbackup exits. A device\n"
+    "that is mounted or in use, or smaller than the image, is refused and left untouched.\n"
+    "\n"
     "Options:\n"
-    "  --target DIR       where to restore (required)\n"
+    "  --target DIR       where to restore (required); or a block device\n"
+    "  --overwrite-device replace the content of the block device given as --target\n"
     "  --include PATH     restore only PATH (a file or directory, relative to the\n"
     "                     backed-up directory), at DIR/PATH\n"
     "  --threads N        worker threads (default: the usable CPUs)\n";
 
-enum { OPT_TARGET = OPT_FIRST_COMMAND, OPT_INCLUDE, OPT_THREADS };
+enum { OPT_TARGET = OPT_FIRST_COMMAND, OPT_INCLUDE, OPT_THREADS, OPT_OVERWRITE_DEVICE };
 
 static int restore_volume(int argc, char **argv)
 {
-        static const struct option opts[] = {CLI_COMMON_OPTIONS,
-                                             {"target", required_argument, NULL, OPT_TARGET},
-                                             {"include", required_argument, NULL, OPT_INCLUDE},
-                                             {"threads", required_argument, NULL, OPT_THREADS},
-                                             {NULL, 0, NULL, 0}};
+        static const struct option opts[] = {
+            CLI_COMMON_OPTIONS,
+            {"target", required_argument, NULL, OPT_TARGET},
+            {"include", required_argument, NULL, OPT_INCLUDE},
+            {"threads", required_argument, NULL, OPT_THREADS},
+            {"overwrite-device", no_argument, NULL, OPT_OVERWRITE_DEVICE},
+            {NULL, 0, NULL, 0}};
         struct kb_volume_restore_opts o = {0};
         struct kb_volume_restore_result res = {0};
         struct kb_snapshot_list l = {0};
@@ -51,6 +62,9 @@ static int restore_volume(int argc, char **argv)
                         o.threads = (unsigned)strtoul(optarg, &end, 10);
                         if (*end || o.threads > 256)
                                 return cli_usage("restore", "--threads wants a number 1-256");
+                        break;
+                case OPT_OVERWRITE_DEVICE:
+                        o.overwrite_device = 1;
                         break;
                 default:
                         return cli_usage("restore", "bad option");

@@ -55,7 +55,10 @@
  * finds none free reads its chunk alone). The cache thus holds at most READ_WINDOWS_MAX x
  * READ_WINDOW = 64 MiB, 16 MiB with 2 workers; a chunk larger than a window is read alone, as
  * before. */
-#define READ_WINDOW      (4u << 20)
+#define READ_WINDOW (4u << 20)
+/* Zeroed ranges on a device start and end on page boundaries, never inside a page that another
+ * worker's pwrite may be filling through the device's page cache. */
+#define ZERO_ALIGN       4096u
 #define READ_WINDOWS_MAX 16
 
 /* Where the next content byte goes: extent `ei`, `epos` bytes into it. */
@@ -369,6 +372,25 @@ static int all_zero(const uint8_t *p, size_t n)
         return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
+/* Zeros (n bytes of them at `zeros`) onto a device at off. The whole pages inside become one
+ * zeroed range, which a thin or loop device does without writing them (blkdev_issue_zeroout
+ * writes zeros itself where the device has no better way); the partial pages at the edges, which
+ * other workers' chunks share, are written like data. */
+static int zero_device(int fd, const uint8_t *zeros, size_t n, uint64_t off)
+{
+        uint64_t lo = (off + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
+        uint64_t hi = (off + n) / ZERO_ALIGN * ZERO_ALIGN;
+        int rc;
+
+        if (hi <= lo || fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
+                                  (off_t)(hi - lo)) < 0)
+                return pwrite_all(fd, zeros, n, off);
+        rc = pwrite_all(fd, zeros, (size_t)(lo - off), off);
+        if (rc == 0)
+                rc = pwrite_all(fd, zeros, (size_t)(off + n - hi), hi);
+        return rc;
+}
+
 /* Write one chunk's bytes from cursor c on. Returns 0, or -1 when the job must stop. */
 static int write_chunk(struct rfile *f, struct cursor *c, const uint8_t *data, size_t len)
 {
@@ -389,10 +411,11 @@ static int write_chunk(struct rfile *f, struct cursor *c, const uint8_t *data, s
                 k = x->length - c->epos;
                 if (k > len)
                         k = len;
-                if (!hole) {
+                if (!hole || p->cfg.device) {
                         uint64_t end = x->offset + c->epos + k, seen = atomic_load(&f->end);
 
-                        rc = pwrite_all(f->fd, data, (size_t)k, x->offset + c->epos);
+                        rc = hole ? zero_device(f->fd, data, (size_t)k, x->offset + c->epos)
+                                  : pwrite_all(f->fd, data, (size_t)k, x->offset + c->epos);
                         while (rc == 0 && end > seen &&
                                !atomic_compare_exchange_weak(&f->end, &seen, end)) {
                         }
@@ -532,6 +555,31 @@ static void group_put(struct kb_restore_group *g)
         }
 }
 
+/* The problem at the lowest offset of f, as its one warning. */
+static void report_problem(struct rfile *f)
+{
+        if (f->bad_msg)
+                queue_warning(f->p, 1, f->bad_msg);
+        else
+                kb_restore_pool_warnf(f->p, 1, "%s: damaged", f->path);
+        f->bad_msg = NULL;
+}
+
+/* A device keeps its size and node, and its bytes count as restored only once on the device:
+ * the page cache of a block device is lost with the node that restores it. */
+static void device_finish(struct rfile *f, int ok)
+{
+        struct kb_restore_pool *p = f->p;
+
+        if (!ok)
+                report_problem(f);
+        if (fsync(f->fd) < 0 && ok)
+                kb_restore_pool_warnf(p, 1, "%s: cannot write: %s", f->path, strerror(errno));
+        else if (ok)
+                atomic_fetch_add(&p->files, 1);
+        close(f->fd);
+}
+
 /* Every job of f is done: size, metadata, close. */
 static void file_finish(struct rfile *f)
 {
@@ -541,7 +589,9 @@ static void file_finish(struct rfile *f)
 
         /* A file without content (or a problem before its first chunk) had no job to create it;
          * one that could not be created was reported and is not one of the files restored. */
-        if (atomic_load(&p->rc) == 0 && file_create(f) == 0) {
+        if (p->cfg.device && f->fd >= 0) {
+                device_finish(f, ok);
+        } else if (atomic_load(&p->rc) == 0 && file_create(f) == 0) {
                 /* Extends over a trailing hole (or zero run) without writing zeros; most files
                  * already have their size (one system call less per file). */
                 if (ok && atomic_load(&f->end) != f->n->size &&
@@ -555,11 +605,7 @@ static void file_finish(struct rfile *f)
                         if (ftruncate(f->fd, (off_t)bad) < 0) {
                                 /* The damage is reported below; the size is wrong anyway. */
                         }
-                        if (f->bad_msg)
-                                queue_warning(p, 1, f->bad_msg);
-                        else
-                                kb_restore_pool_warnf(p, 1, "%s: damaged", f->path);
-                        f->bad_msg = NULL;
+                        report_problem(f);
                 }
                 kb_fsmeta_apply(f->fd, -1, NULL, f->n, f->meta | (ok ? KB_FSMETA_TIMES : 0),
                                 meta_report, f);

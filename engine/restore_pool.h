@@ -31,6 +31,10 @@ struct kb_restore_pool_cfg {
         struct kb_repo *repo;
         unsigned threads; /* 0 = the CPUs this process may use (kb_cpus_available) */
         int owner;        /* chown restored files to their recorded owner */
+        /* Files are handed over as block devices whose blocks hold old data: zero runs are
+         * written (as zeroed ranges where the device can), size and metadata are left alone, and
+         * each device is flushed (fsync) before it counts as restored. */
+        int device;
         size_t max_files; /* files open at once; 0 = 256 (less under a low descriptor limit) */
         /* A problem with one file; counted is 0 for limits of the target (see fsmeta.h). */
         void (*warn)(void *arg, int counted, const char *msg);

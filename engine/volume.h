@@ -1,4 +1,5 @@
-/* volume.h - backup and restore of a file tree (a mounted persistent volume) into a repository. */
+/* volume.h - backup and restore of a file tree (a mounted persistent volume) or of a raw block
+ * device (a PV of volumeMode Block) into a repository. */
 #ifndef KB_VOLUME_H
 #define KB_VOLUME_H
 
@@ -44,9 +45,15 @@ struct kb_volume_backup_result {
         double duration_sec;
 };
 
-/* Back up the tree at `path`. Returns 0, or KB_EPARTIAL when the snapshot was recorded but some
- * items could not be read (each reported through warn), or another negative code when no snapshot
- * was recorded. */
+/* A block device's snapshot: its root node is the device (type NODE_BLK) and its tree holds one
+ * regular file of this name, the device's bytes. Restored into a directory it is that file; onto
+ * a block device, it is the device's new content. */
+#define KB_VOLUME_DEVICE_IMAGE "device.img"
+
+/* Back up the tree at `path`, or every byte of the block device at `path` (never skipped as
+ * unchanged: a device's times do not move when its content does). Returns 0, or KB_EPARTIAL when
+ * the snapshot was recorded but some items could not be read (each reported through warn), or
+ * another negative code when no snapshot was recorded. */
 int kb_volume_backup(struct kb_repo *repo, const char *path,
                      const struct kb_volume_backup_opts *opts, struct kb_volume_backup_result *res,
                      struct kb_err *err);
@@ -54,6 +61,9 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
 struct kb_volume_restore_opts {
         const char *include; /* restore only this path (relative to the backup root), or NULL */
         int restore_owner;   /* chown to the recorded uid/gid: 1 yes, 0 no, <0 only as root */
+        /* `target` may be a block device, whose content the snapshot of a block device then
+         * replaces; without this a block device target is refused. */
+        int overwrite_device;
         unsigned threads;
         kb_progress_cb progress;
         kb_warn_cb warn;
@@ -68,7 +78,10 @@ struct kb_volume_restore_result {
 
 /* Restore a volume snapshot's tree under `target` (created if missing). Damaged chunks are
  * reported through warn with the file they belong to and the restore goes on; the call then
- * returns KB_EPARTIAL. */
+ * returns KB_EPARTIAL. A block device's snapshot may also go onto a block device `target` (with
+ * opts->overwrite_device; one that is mounted or held open exclusively is refused): every byte
+ * of the image is written, zero runs included, and the device is flushed before the call
+ * returns. */
 int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const char *target,
                       const struct kb_volume_restore_opts *opts,
                       struct kb_volume_restore_result *res, struct kb_err *err);

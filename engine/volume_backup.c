@@ -1,4 +1,5 @@
-/* volume_backup.c - back up a directory tree (a mounted persistent volume) into a repository.
+/* volume_backup.c - back up a directory tree (a mounted persistent volume), or a raw block device,
+ * into a repository.
  *
  * The walk is depth-first in name order on the producer thread; file data is cut by the chunker and
  * handed to the saver's worker threads, so reading overlaps hashing, compression and storing. Each
@@ -7,7 +8,12 @@
  *
  * Never follows symlinks and stays on the file system of PATH (mount points below it are recorded
  * as empty directories, with a warning). Entries that vanish, cannot be read or change while read
- * are reported through opts->warn and counted as errors; the snapshot is still recorded. */
+ * are reported through opts->warn and counted as errors; the snapshot is still recorded.
+ *
+ * A block device (a PV of volumeMode Block) is read whole into one file of the snapshot's tree
+ * (KB_VOLUME_DEVICE_IMAGE), through the same chunker and saver: its unchanged regions dedup
+ * against the previous backup, but it is always read, since writing to a device moves none of
+ * the times an incremental backup trusts. */
 #include "volume.h"
 
 #include <dirent.h>
@@ -20,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -516,6 +524,58 @@ static int backup_root(struct bctx *c, Kbackup__Node *root, struct kb_arena *roo
         return rc;
 }
 
+/* A block device: its bytes become the one file of the root's tree. */
+static int backup_device(struct bctx *c, int fd, const char *src, Kbackup__Node *root,
+                         struct kb_arena *a)
+{
+        Kbackup__Tree tree = KBACKUP__TREE__INIT;
+        Kbackup__Node *img = kb_arena_alloc(a, sizeof(*img)), *nodes[1];
+        struct kb_saver_group *g;
+        struct kb_save_result sr = {0};
+        uint64_t size;
+        size_t saved;
+        int rc, wrc;
+
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+                return kb_err_sys(c->err, -errno, "%s: cannot get the device's size", src);
+        root->subtree.data = kb_arena_alloc(a, KB_ID_LEN);
+        if (!img || !root->subtree.data || kb_relpath_push(&c->path, src, strlen(src), &saved) < 0)
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        /* Only the bytes: no times, so an unchanged device gives the same tree blob (and dedups
+         * like its chunks); the root node keeps the device node's own metadata. */
+        kbackup__node__init(img);
+        img->name.data = (uint8_t *)KB_VOLUME_DEVICE_IMAGE;
+        img->name.len = strlen(KB_VOLUME_DEVICE_IMAGE);
+        img->type = KBACKUP__NODE_TYPE__NODE_FILE;
+        img->mode = 0600;
+        img->size = size;
+        c->bytes_total = size;
+        c->files_total = 1;
+        g = kb_saver_group_new(c->saver);
+        if (!g)
+                return kb_err_set(c->err, -ENOMEM, "out of memory");
+        rc = kb_vb_read_device(c, fd, size, a, g, img);
+        /* Even after a failure, the chunks in flight settle before the group goes. */
+        wrc = kb_saver_group_wait(g, rc < 0 ? NULL : c->err);
+        kb_saver_group_free(g);
+        if (rc == 0)
+                rc = wrc;
+        if (rc < 0)
+                return rc;
+        nodes[0] = img;
+        tree.n_nodes = 1;
+        tree.nodes = nodes;
+        rc = kb_repo_tree_save(c->repo, &tree, root->subtree.data, &sr, c->err);
+        if (rc < 0)
+                return rc;
+        root->subtree.len = KB_ID_LEN;
+        if (sr.added) {
+                c->tree_new += kbackup__tree__get_packed_size(&tree);
+                c->tree_stored += sr.stored_bytes;
+        }
+        return 0;
+}
+
 /* When PATH is the root of its file system (a mounted PV), that file system's used blocks and
  * inodes are a free estimate of the work ahead; a subdirectory gets no estimate. */
 static void estimate_totals(struct bctx *c, int fd, const struct stat *st)
@@ -653,21 +713,26 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
         src = realpath(path, NULL);
         if (!src)
                 return kb_err_sys(err, -errno, "%s", path);
-        fd = kb_vb_open_noatime(AT_FDCWD, src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* O_NONBLOCK: a fifo given as PATH must not hang the open; it is refused below. */
+        fd = kb_vb_open_noatime(AT_FDCWD, src, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
-                rc = errno == ENOTDIR ? kb_err_set(err, KB_EUSAGE, "%s: not a directory", path)
-                                      : kb_err_sys(err, -errno, "%s", path);
+                rc = kb_err_sys(err, -errno, "%s", path);
                 free(src);
                 return rc;
         }
-        if (fstat(fd, &st) < 0) {
-                rc = kb_err_sys(err, -errno, "%s", path);
+        if (fstat(fd, &st) < 0 || (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode)) ||
+            (S_ISBLK(st.st_mode) && fcntl(fd, F_SETFL, 0) < 0)) {
+                rc =
+                    S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)
+                        ? kb_err_sys(err, -errno, "%s", path)
+                        : kb_err_set(err, KB_EUSAGE, "%s: not a directory or a block device", path);
                 close(fd);
                 free(src);
                 return rc;
         }
         c.root_dev = st.st_dev;
-        estimate_totals(&c, fd, &st);
+        if (S_ISDIR(st.st_mode))
+                estimate_totals(&c, fd, &st);
         c.chunk_min = kb_repo_chunker_params(repo)->min_size;
         c.chunk_max = kb_repo_chunker_params(repo)->max_size;
         kb_fsmeta_from_stat(&root, &st);
@@ -675,7 +740,8 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
         base = base && base[1] ? base + 1 : src;
         root.name.data = (uint8_t *)base;
         root.name.len = strlen(base);
-        rc = kb_fsmeta_read_xattrs(fd, -1, NULL, &root_arena, &root);
+        /* A device node's xattrs belong to /dev, not to the volume. */
+        rc = S_ISBLK(st.st_mode) ? 0 : kb_fsmeta_read_xattrs(fd, -1, NULL, &root_arena, &root);
         if (rc < 0 && rc != -ENOMEM)
                 kb_vb_warn(&c, 1, ".: cannot read xattrs: %s", strerror(-rc));
         else if (rc < 0)
@@ -710,11 +776,14 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
                 c.prev = prev_root;
         }
         kb_dirstack_init(&c.ds, DIR_FD_BUDGET, O_NOATIME);
-        rc = kb_dirstack_push(&c.ds, fd);
-        if (rc < 0)
+        if (S_ISBLK(st.st_mode)) {
+                rc = backup_device(&c, fd, src, &root, &root_arena);
+                close(fd);
+        } else if ((rc = kb_dirstack_push(&c.ds, fd)) < 0) {
                 kb_err_sys(err, rc, "%s", path);
-        else
+        } else {
                 rc = backup_root(&c, &root, &root_arena);
+        }
         if (rc == 0)
                 rc = save_snapshot(&c, src, &root, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
                                    start_mono, res);

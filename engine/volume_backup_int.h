@@ -94,4 +94,10 @@ const Kbackup__Node *kb_vb_prev_node(const struct bctx *c, const char *name);
 int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct stat *lst,
                       struct kb_arena *a, struct kb_saver_group *dir_group, Kbackup__Node *n);
 
+/* The whole content of block device fd (`size` bytes) into n, a regular file node: read, chunked
+ * and handed to the saver in g. A read error fails the backup (a device image with a gap is not
+ * a backup); 0 or a negative error. */
+int kb_vb_read_device(struct bctx *c, int fd, uint64_t size, struct kb_arena *a,
+                      struct kb_saver_group *g, Kbackup__Node *n);
+
 #endif

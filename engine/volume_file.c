@@ -323,6 +323,19 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
         return 0;
 }
 
+/* The chunk ids read_content gathered become n's content (copied into n's arena). */
+static int set_content(struct kb_arena *a, Kbackup__Node *n, const struct idlist *ids)
+{
+        if (!ids->n)
+                return 0;
+        n->content = kb_arena_alloc(a, ids->n * sizeof(*n->content));
+        if (!n->content)
+                return -ENOMEM;
+        memcpy(n->content, ids->v, ids->n * sizeof(*n->content));
+        n->n_content = ids->n;
+        return 0;
+}
+
 static int same_version(const struct stat *a, const struct stat *b)
 {
         return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
@@ -587,13 +600,8 @@ int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct 
         n->sparse = sparse;
         if (sparse && set_extents(a, n, rg, (size_t)nrg) < 0)
                 goto oom;
-        if (ids.n) {
-                n->content = kb_arena_alloc(a, ids.n * sizeof(*n->content));
-                if (!n->content)
-                        goto oom;
-                memcpy(n->content, ids.v, ids.n * sizeof(*n->content));
-                n->n_content = ids.n;
-        }
+        if (set_content(a, n, &ids) < 0)
+                goto oom;
         if (own) {
                 rc = kb_saver_group_wait(own, c->err);
                 if (rc < 0)
@@ -610,4 +618,30 @@ out:
 oom:
         rc = kb_err_set(c->err, -ENOMEM, "out of memory");
         goto out;
+}
+
+int kb_vb_read_device(struct bctx *c, int fd, uint64_t size, struct kb_arena *a,
+                      struct kb_saver_group *g, Kbackup__Node *n)
+{
+        struct range rg = {.off = 0, .len = size};
+        struct idlist ids = {0};
+        int shrank, rc;
+
+        /* A device has no holes to ask for: its zero runs are chunks like any other, cut at the
+         * chunker's maximum and stored once however often they recur. */
+        rc = read_content(c, fd, &rg, size ? 1 : 0, g, a, &ids, &shrank);
+        if (rc == 1)
+                rc = kb_err_set(c->err, -EIO, "%s: cannot read the device; no snapshot saved",
+                                kb_vb_path(c));
+        if (rc == 0 && shrank) {
+                kb_vb_warn(c, 1, "%s: the device shrank while being read; saved as read",
+                           kb_vb_path(c));
+                n->size = rg.len;
+        }
+        if (rc == 0 && set_content(a, n, &ids) < 0)
+                rc = kb_err_set(c->err, -ENOMEM, "out of memory");
+        if (rc == 0)
+                c->files++;
+        free(ids.v);
+        return rc;
 }

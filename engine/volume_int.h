@@ -79,6 +79,13 @@ int kb_voltree_load(struct kb_repo *repo, const ProtobufCBinaryData *id, Kbackup
 /* Check that a snapshot is a volume snapshot whose root tree id is absent (empty) or valid. */
 int kb_volsnap_check(const Kbackup__Snapshot *snap, struct kb_err *err);
 
+/* kb_volume_restore onto a block device `target` (volume_device.c). */
+struct kb_volume_restore_opts;
+struct kb_volume_restore_result;
+int kb_volume_restore_device(struct kb_repo *repo, const Kbackup__Snapshot *snap,
+                             const char *target, const struct kb_volume_restore_opts *opts,
+                             struct kb_volume_restore_result *res, struct kb_err *err);
+
 /* Monotonic seconds. */
 double kb_volclock(void);
 

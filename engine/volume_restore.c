@@ -735,6 +735,12 @@ int kb_volume_restore(struct kb_repo *repo, const Kbackup__Snapshot *snap, const
         rc = kb_volsnap_check(snap, err);
         if (rc < 0)
                 return rc;
+        {
+                struct stat st;
+
+                if (stat(target, &st) == 0 && S_ISBLK(st.st_mode))
+                        return kb_volume_restore_device(repo, snap, target, opts, res, err);
+        }
         rc = kb_volpath_normalize(opts ? opts->include : NULL, &inc, err);
         if (rc < 0)
                 return rc;

@@ -21,6 +21,7 @@ packages=(
         python3-yaml curl jq # deploy/ checks (test_manifests) and the SnapMirror hook's tests
         b3sum # an independent BLAKE3 (Rust) that test_blake3 holds the chunk-id hash to
         gzip xz-utils zstd bzip2 lz4 # real compressed files for test_sniff
+        mount # losetup, mount: loop devices as block-mode volumes (test_volume_blockdev)
 )
 # The S3 test server runs on Node.js; a Node.js from elsewhere (NodeSource's bundles npm and
 # conflicts with Debian's npm package) is used as it is.

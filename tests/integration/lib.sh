@@ -13,8 +13,8 @@
 #   KB_TEST_TMPDIR where temp dirs go (fallback: $TMPDIR or /tmp); it must support xattrs and
 #                  holes for the round-trip tests to mean anything.
 #
-# Provides: kb_tmpdir, kb_rmtree, fail, pass, note, kb, kb_run, expect_exit, kb_backup, kb_init, mktree,
-# treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg, kb_track_pid, kb_untrack_pid,
+# Provides: kb_tmpdir, kb_rmtree, fail, pass, skip, note, kb_loop_attach, kb_mount, kb, kb_run,
+# expect_exit, kb_backup, kb_init, mktree, treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg, kb_track_pid, kb_untrack_pid,
 # largest_pack; for etcd: etcd_start, etcd_start_from_snapshot, etcd_stop, ectl, etcd_load, kb_backup_etcd, snapshot_count,
 # closed_port.
 
@@ -36,6 +36,8 @@ fi
 KB_TMP=$(mktemp -d "${KB_TEST_TMPDIR:-${TMPDIR:-/tmp}}/kbit-$KB_TEST_NAME.XXXXXX")
 KB_BG_PIDS=()
 KB_SERVER_DIRS=()
+KB_LOOPS=()
+KB_MOUNTS=()
 
 # kb_rmtree DIR: remove a generated tree (as non-root, its read-only directories need opening first).
 kb_rmtree() {
@@ -47,7 +49,13 @@ kb_rmtree() {
 
 kb_cleanup() {
         local rc=$?
-        local pid
+        local pid dev
+        for dev in "${KB_MOUNTS[@]}"; do
+                umount "$dev" 2>/dev/null || true
+        done
+        for dev in "${KB_LOOPS[@]}"; do
+                losetup -d "$dev" 2>/dev/null || true
+        done
         for pid in "${KB_BG_PIDS[@]}"; do
                 kill -9 "$pid" 2>/dev/null || true
                 wait "$pid" 2>/dev/null || true
@@ -92,6 +100,27 @@ note() {
 
 pass() {
         echo "PASS $KB_TEST_NAME"
+}
+
+# skip REASON: the machine lacks what the test needs (ctest shows it as skipped, not passed).
+skip() {
+        echo "SKIP $KB_TEST_NAME: $*" >&2
+        exit 77
+}
+
+# kb_loop_attach VAR FILE: attach FILE to a free loop device, whose name goes to VAR; detached
+# when the test ends.
+kb_loop_attach() {
+        local dev
+        dev=$(losetup -f --show "$2") || fail "cannot attach $2 to a loop device"
+        KB_LOOPS+=("$dev")
+        printf -v "$1" %s "$dev"
+}
+
+# kb_mount DEV DIR: mount DEV on DIR until the test ends.
+kb_mount() {
+        mount "$1" "$2" || fail "cannot mount $1"
+        KB_MOUNTS+=("$2")
 }
 
 # Sanitizer reports and crashes are never acceptable, whatever the exit code.
