@@ -410,13 +410,18 @@ struct outcome {
         char detail[600];
 };
 
-/* 1 when dir exists and holds anything, 0 when missing or empty, -1 when unreadable. */
+/* 0 for a missing or empty directory, 1 for one with entries, 2 for a block device, -1 when it
+ * cannot be read. */
 static int dir_nonempty(const char *dir)
 {
-        DIR *d = opendir(dir);
+        struct stat st;
+        DIR *d;
         struct dirent *e;
         int any = 0;
 
+        if (stat(dir, &st) == 0 && S_ISBLK(st.st_mode))
+                return 2;
+        d = opendir(dir);
         if (!d)
                 return errno == ENOENT ? 0 : -1;
         while (!any && (e = readdir(d)) != NULL)
@@ -648,6 +653,15 @@ int cli_set_restore(int argc, char **argv)
                         continue;
                 }
                 r = dir_nonempty(o->target);
+                if (r == 2) {
+                        /* Nothing tells whether a device's blocks are data: never guessed. */
+                        o->status = ST_SKIPPED;
+                        snprintf(o->detail, sizeof(o->detail),
+                                 "%s is a block device: not touched (restore it with 'kbackup "
+                                 "restore volume ID --target %s --overwrite-device')",
+                                 o->target, o->target);
+                        continue;
+                }
                 if (r != 0) {
                         o->status = r < 0 ? ST_FAILED : ST_SKIPPED;
                         any_failed |= r < 0;

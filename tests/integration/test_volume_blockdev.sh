@@ -4,7 +4,8 @@
 # restored onto another device whose old bytes are garbage (zero runs must come back as zeros)
 # and into a directory as device.img; refused without --overwrite-device, onto a device that is
 # too small or mounted, for a directory's snapshot, and for a PATH that is a plain file; a
-# damaged pack is reported with the device and offset, exit 3.
+# damaged pack is reported with the device and offset, exit 3; a cluster profile's device is
+# backed up with its set and left alone by restore --to-cluster.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh source-path=SCRIPTDIR/../..
 source "$(dirname "$0")/lib.sh"
@@ -102,6 +103,24 @@ before=$(repo_state "$REPO")
 expect_exit 2 kb --repo "$REPO" backup volume "$W/a0.img"
 grep -q 'not a directory or a block device' "$KB_ERR" || fail "plain file: $(cat "$KB_ERR")"
 [[ $(repo_state "$REPO") == "$before" ]] || fail "a refused backup changed the repository"
+
+# A cluster profile may map a volume to a device: backed up with the set; a DR restore lists it
+# as skipped with the command to use, and leaves the device alone (its blocks may be data).
+cat >"$W/config.yaml" <<CONF
+clusters:
+  src:
+    volumes:
+      ns/disk: $A
+  dr:
+    volumes:
+      ns/disk: $B
+CONF
+expect_exit 0 kb --repo "$REPO" backup --cluster src --config "$W/config.yaml"
+sum=$(sha256sum <"$B")
+expect_exit 0 kb --repo "$REPO" restore latest --to-cluster dr --config "$W/config.yaml"
+grep -q "ns/disk .*skipped .*block device.*--overwrite-device" "$KB_OUT" ||
+        fail "to-cluster: $(cat "$KB_OUT")"
+[[ $(sha256sum <"$B") == "$sum" ]] || fail "restore --to-cluster changed $B"
 
 expect_exit 0 kb --repo "$REPO" check --read-data
 
