@@ -17,6 +17,9 @@
  * made the reader copy (and fault in) each byte about twice. */
 #define READ_MAX  (4u << 20) /* bytes per read(): bounds progress latency */
 #define READ_STEP (256u << 10)
+/* A device is read once from end to end: what was read leaves the page cache in steps of this
+ * many bytes, so a backup of a large volume does not push the node's workloads out of memory. */
+#define DROP_STEP (32u << 20)
 
 /* --- hardlink map -------------------------------------------------------------------------- */
 
@@ -223,7 +226,8 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
         uint64_t left = 0;
         uint8_t *cur = NULL;
         size_t used = 0, scanned = 0, cap = 0;
-        unsigned flags = 0; /* for every chunk: the file's first bytes tell */
+        unsigned flags = 0;   /* for every chunk: the file's first bytes tell */
+        uint64_t dropped = 0; /* c->drop_behind: bytes before this left the page cache */
         int rc = 0;
 
         *shrank = 0;
@@ -282,6 +286,11 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                         if (cap >= POOL_MIN)
                                 kb_bufpool_touched(cur, used);
                         pos += (uint64_t)got;
+                        if (c->drop_behind && pos - dropped >= DROP_STEP) {
+                                posix_fadvise(fd, (off_t)dropped, (off_t)(pos - dropped),
+                                              POSIX_FADV_DONTNEED);
+                                dropped = pos;
+                        }
                         left -= (uint64_t)got;
                         c->bytes_read += (uint64_t)got;
                         while (scanned < used) {
@@ -629,7 +638,10 @@ int kb_vb_read_device(struct bctx *c, int fd, uint64_t size, struct kb_arena *a,
 
         /* A device has no holes to ask for: its zero runs are chunks like any other, cut at the
          * chunker's maximum and stored once however often they recur. */
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        c->drop_behind = 1;
         rc = read_content(c, fd, &rg, size ? 1 : 0, g, a, &ids, &shrank);
+        c->drop_behind = 0;
         if (rc == 1)
                 rc = kb_err_set(c->err, -EIO, "%s: cannot read the device; no snapshot saved",
                                 kb_vb_path(c));
