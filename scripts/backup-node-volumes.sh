@@ -26,8 +26,10 @@ volume; blank lines and lines starting with # are ignored. Generate it with
   kubectl get pv -o jsonpath='{range .items[?(@.spec.claimRef)]}{.metadata.name} {.spec.claimRef.namespace}/{.spec.claimRef.name}{"\n"}{end}'
 A volume is found at PODS_DIR/*/volumes/*/PV_NAME/mount (CSI) or PODS_DIR/*/volumes/*/PV_NAME
 (in-tree plugins such as nfs) and is used only if that directory is a mount point (an unmounted
-leftover directory would otherwise be recorded as an empty volume). A volume mounted by several
-pods is backed up once.
+leftover directory would otherwise be recorded as an empty volume). A PV of volumeMode Block is
+found at PODS_DIR/*/volumeDevices/*/PV_NAME, kubelet's link to its device, and backed up as a
+device (every byte; reading it needs the device's host path and a privileged container). A
+volume mounted by several pods is backed up once.
 
 Options:
   --list FILE          the list (above)
@@ -140,12 +142,19 @@ while IFS= read -r line || [[ -n $line ]]; do
         names+=("$name")
 done <"$list"
 
-# mount_of PV: the first (sorted) mounted directory of PV under the pods dir, or nothing.
+# mount_of PV: the first (sorted) mounted directory of PV under the pods dir; for a PV of
+# volumeMode Block, the first link kubelet made to its device for a pod; or nothing.
 mount_of() {
         local d
         for d in "$pods"/*/volumes/*/"$1"/mount "$pods"/*/volumes/*/"$1"; do
                 [[ -d $d ]] || continue
                 if mountpoint -q "$d"; then
+                        echo "$d"
+                        return 0
+                fi
+        done
+        for d in "$pods"/*/volumeDevices/*/"$1"; do
+                if [[ -b $d ]]; then
                         echo "$d"
                         return 0
                 fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test_node_volumes.sh - scripts/backup-node-volumes.sh, what the per-node volume-backup CronJobs
 # run, against a kubelet-shaped pods directory in a private mount namespace: CSI and in-tree
-# volumes that are real mount points are backed up once each under their NAMESPACE/PVC name and
-# restore identical; a leftover directory that is not a mount point and volumes of other nodes are
-# skipped; list errors are usage errors; a failing backup makes exit 1 after trying every volume;
+# volumes that are real mount points, and a PV of volumeMode Block (kubelet's link to a loop
+# device), are backed up once each under their NAMESPACE/PVC name and restore identical; a
+# dangling device link, a leftover directory that is not a mount point and volumes of other nodes
+# are skipped; list errors are usage errors; a failing backup makes exit 1 after trying every volume;
 # with KBACKUP_LOG_FORMAT=json the script's own lines are JSON. Needs root (bind mounts, in a
 # mount namespace of its own so nothing leaks onto the machine).
 set -euo pipefail
@@ -61,12 +62,22 @@ for d in 11111111-aaaa/volumes/kubernetes.io~csi/pvc-aaa/mount \
         mkdir -p "$PODS/$d"
 done
 echo "not a mount" >"$PODS/44444444-cccc/volumes/kubernetes.io~csi/pvc-ccc/mount/stray"
+# pvc-eee is a PV of volumeMode Block: kubelet links the pod's device under volumeDevices/ (here
+# a loop device); pvc-fff's link points at a device that is gone.
+head -c $((3 << 20)) /dev/urandom >"$KB_TMP/disk-e.img"
+kb_loop_attach DEV_E "$KB_TMP/disk-e.img"
+mkdir -p "$PODS/55555555-eeee/volumeDevices/kubernetes.io~csi" \
+        "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi"
+ln -s "$DEV_E" "$PODS/55555555-eeee/volumeDevices/kubernetes.io~csi/pvc-eee"
+ln -s "$KB_TMP/no-such-device" "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi/pvc-fff"
 cat >"$LIST" <<'EOF'
 # PV_NAME NAMESPACE/PVC
 pvc-aaa shop/data-postgres-0
 pvc-bbb shop/uploads   # in-tree nfs
 pvc-ccc billing/ledger
 pvc-ddd billing/archive
+pvc-eee shop/vm-disk   # volumeMode Block
+pvc-fff shop/gone
 EOF
 
 # in_node SCRIPT_ARGS...: the script inside a private mount namespace with the volumes mounted.
@@ -88,7 +99,8 @@ in_node() {
 in_node --list "$LIST" --pods-dir "$PODS" --dry-run --pushgateway http://pgw:9091 -- --tag schedule=nightly
 ((KB_RC == 0)) || fail "--dry-run: exit $KB_RC: $(cat "$KB_ERR")"
 want="$KBACKUP --pushgateway http://pgw:9091 --pushgateway-instance shop_data-postgres-0 backup volume $PODS/11111111-aaaa/volumes/kubernetes.io~csi/pvc-aaa/mount --name shop/data-postgres-0 --tag schedule=nightly
-$KBACKUP --pushgateway http://pgw:9091 --pushgateway-instance shop_uploads backup volume $PODS/33333333-bbbb/volumes/kubernetes.io~nfs/pvc-bbb --name shop/uploads --tag schedule=nightly"
+$KBACKUP --pushgateway http://pgw:9091 --pushgateway-instance shop_uploads backup volume $PODS/33333333-bbbb/volumes/kubernetes.io~nfs/pvc-bbb --name shop/uploads --tag schedule=nightly
+$KBACKUP --pushgateway http://pgw:9091 --pushgateway-instance shop_vm-disk backup volume $PODS/55555555-eeee/volumeDevices/kubernetes.io~csi/pvc-eee --name shop/vm-disk --tag schedule=nightly"
 [[ $(cat "$KB_OUT") == "$want" ]] || fail "--dry-run printed:
 $(cat "$KB_OUT")
 want:
@@ -100,48 +112,53 @@ KBACKUP_LOG_FORMAT=json in_node --list "$LIST" --pods-dir "$PODS" -- --tag sched
 python3 - "$KB_ERR" <<'EOF' || fail "the script's own log lines are not JSON objects"
 import json, sys
 own = [l for l in open(sys.argv[1]) if "backup-node-volumes:" in l]
-assert len(own) == 3, own  # two "backing up" lines and the summary
+assert len(own) == 4, own  # three "backing up" lines and the summary
 for l in own:
     o = json.loads(l)
     assert {"time", "level", "msg"} <= o.keys(), o
     assert o["time"].endswith("Z") and "T" in o["time"], o
-assert json.loads(own[-1])["mounted"] == "2" and json.loads(own[-1])["listed"] == "4", own[-1]
+assert json.loads(own[-1])["mounted"] == "3" and json.loads(own[-1])["listed"] == "6", own[-1]
 EOF
 
 kb --repo "$REPO" snapshots --json >"$KB_TMP/snaps.json"
-python3 - "$KB_TMP/snaps.json" <<'EOF' || fail "want exactly one snapshot each of shop/data-postgres-0 and shop/uploads"
+python3 - "$KB_TMP/snaps.json" <<'EOF' || fail "want one snapshot each of shop/data-postgres-0, shop/uploads, shop/vm-disk"
 import json, sys
 snaps = json.load(open(sys.argv[1]))
 names = sorted(s["name"] for s in snaps)
-assert names == ["shop/data-postgres-0", "shop/uploads"], names
+assert names == ["shop/data-postgres-0", "shop/uploads", "shop/vm-disk"], names
 assert all(s["tags"].get("schedule") == "nightly" for s in snaps), snaps
 EOF
+snap_of() { # NAME: the id of the snapshot of that name
+        python3 -c 'import json, sys
+print(next(s["id"] for s in json.load(open(sys.argv[1])) if s["name"] == sys.argv[2]))' \
+                "$KB_TMP/snaps.json" "$1"
+}
 for pair in "shop/data-postgres-0 ref-a" "shop/uploads ref-b"; do
         read -r name ref <<<"$pair"
-        id=$(python3 -c 'import json, sys
-print(next(s["id"] for s in json.load(open(sys.argv[1])) if s["name"] == sys.argv[2]))' \
-                "$KB_TMP/snaps.json" "$name")
+        id=$(snap_of "$name")
         expect_exit 0 kb --repo "$REPO" restore volume "$id" --target "$KB_TMP/restored-$ref"
         treecmp "$KB_TMP/$ref" "$KB_TMP/restored-$ref" --ignore-atime-dirs
 done
+expect_exit 0 kb --repo "$REPO" restore volume "$(snap_of shop/vm-disk)" --target "$KB_TMP/restored-e"
+cmp "$KB_TMP/restored-e/device.img" "$KB_TMP/disk-e.img" || fail "the block PV's image differs"
 
 # A failing backup (no repository there): every mounted volume is tried, exit 1.
 KBACKUP_REPOSITORY=$KB_TMP/no-repo in_node --list "$LIST" --pods-dir "$PODS"
 ((KB_RC == 1)) || fail "failing backups: want exit 1, got $KB_RC"
-[[ $(grep -c 'failed (exit 1)' "$KB_ERR") == 2 ]] ||
-        fail "failing backups: want two 'failed' lines: $(cat "$KB_ERR")"
+[[ $(grep -c 'failed (exit 1)' "$KB_ERR") == 3 ]] ||
+        fail "failing backups: want three 'failed' lines: $(cat "$KB_ERR")"
 
 # Per-volume metrics files, once kbackup has --metrics-file.
 if "$KBACKUP" --help | grep -q -- '--metrics-file'; then
         mkdir -p "$KB_TMP/textfile"
         in_node --list "$LIST" --pods-dir "$PODS" --metrics-dir "$KB_TMP/textfile"
         ((KB_RC == 0)) || fail "--metrics-dir: exit $KB_RC: $(head -c 2000 "$KB_ERR")"
-        for key in shop_data-postgres-0 shop_uploads; do
+        for key in shop_data-postgres-0 shop_uploads shop_vm-disk; do
                 f=$KB_TMP/textfile/kbackup-volume-$key.prom
                 grep -q '^kbackup_last_success_timestamp_seconds{' "$f" ||
                         fail "no kbackup_last_success_timestamp_seconds in $f"
         done
-        [[ $(find "$KB_TMP/textfile" -type f | wc -l) == 2 ]] || fail "want exactly two metrics files"
+        [[ $(find "$KB_TMP/textfile" -type f | wc -l) == 3 ]] || fail "want exactly three metrics files"
 else
         note "kbackup has no --metrics-file yet: --metrics-dir is not covered"
 fi
