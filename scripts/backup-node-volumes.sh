@@ -28,8 +28,8 @@ A volume is found at PODS_DIR/*/volumes/*/PV_NAME/mount (CSI) or PODS_DIR/*/volu
 (in-tree plugins such as nfs) and is used only if that directory is a mount point (an unmounted
 leftover directory would otherwise be recorded as an empty volume). A PV of volumeMode Block is
 found at PODS_DIR/*/volumeDevices/*/PV_NAME, kubelet's link to its device, and backed up as a
-device (every byte; reading it needs the device's host path and a privileged container). A
-volume mounted by several pods is backed up once.
+device (every byte; reading it needs the device's host path and a privileged container: a link
+that leads to no device here is an error). A volume mounted by several pods is backed up once.
 
 Options:
   --list FILE          the list (above)
@@ -143,7 +143,9 @@ while IFS= read -r line || [[ -n $line ]]; do
 done <"$list"
 
 # mount_of PV: the first (sorted) mounted directory of PV under the pods dir; for a PV of
-# volumeMode Block, the first link kubelet made to its device for a pod; or nothing.
+# volumeMode Block, the first link kubelet made to its device for a pod; or nothing. A device
+# link that leads to no block device is "!LINK": kubelet removes the links it unmaps, so here it
+# means the device's host path is not visible to this job, and the PV would be missed in silence.
 mount_of() {
         local d
         for d in "$pods"/*/volumes/*/"$1"/mount "$pods"/*/volumes/*/"$1"; do
@@ -159,6 +161,12 @@ mount_of() {
                         return 0
                 fi
         done
+        for d in "$pods"/*/volumeDevices/*/"$1"; do
+                if [[ -L $d ]]; then
+                        echo "!$d"
+                        return 0
+                fi
+        done
         return 0
 }
 
@@ -168,6 +176,11 @@ for i in "${!pvs[@]}"; do
         path=$(mount_of "$pv")
         [[ -n $path ]] || continue
         found=$((found + 1))
+        if [[ $path == !* ]]; then
+                log error "$name: kubelet's device link ${path#!} leads to no block device here (is /var/lib/kubelet/plugins mounted, and the job privileged?)" volume "$name"
+                rc=1
+                continue
+        fi
         key=${name/\//_} # NAMESPACE_PVC: '_' is in no Kubernetes name, so this is unambiguous
         global=()
         [[ -z $metrics_dir ]] || global+=(--metrics-file "$metrics_dir/kbackup-volume-$key.prom")

@@ -63,13 +63,11 @@ for d in 11111111-aaaa/volumes/kubernetes.io~csi/pvc-aaa/mount \
 done
 echo "not a mount" >"$PODS/44444444-cccc/volumes/kubernetes.io~csi/pvc-ccc/mount/stray"
 # pvc-eee is a PV of volumeMode Block: kubelet links the pod's device under volumeDevices/ (here
-# a loop device); pvc-fff's link points at a device that is gone.
+# a loop device).
 head -c $((3 << 20)) /dev/urandom >"$KB_TMP/disk-e.img"
 kb_loop_attach DEV_E "$KB_TMP/disk-e.img"
-mkdir -p "$PODS/55555555-eeee/volumeDevices/kubernetes.io~csi" \
-        "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi"
+mkdir -p "$PODS/55555555-eeee/volumeDevices/kubernetes.io~csi"
 ln -s "$DEV_E" "$PODS/55555555-eeee/volumeDevices/kubernetes.io~csi/pvc-eee"
-ln -s "$KB_TMP/no-such-device" "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi/pvc-fff"
 cat >"$LIST" <<'EOF'
 # PV_NAME NAMESPACE/PVC
 pvc-aaa shop/data-postgres-0
@@ -141,6 +139,18 @@ for pair in "shop/data-postgres-0 ref-a" "shop/uploads ref-b"; do
 done
 expect_exit 0 kb --repo "$REPO" restore volume "$(snap_of shop/vm-disk)" --target "$KB_TMP/restored-e"
 cmp "$KB_TMP/restored-e/device.img" "$KB_TMP/disk-e.img" || fail "the block PV's image differs"
+
+# A device link that leads nowhere (the job cannot see the device): an error naming the PV, exit 1,
+# and every other volume still backed up.
+mkdir -p "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi"
+ln -s "$KB_TMP/no-such-device" "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi/pvc-fff"
+before=$(snapshot_count "$REPO")
+in_node --list "$LIST" --pods-dir "$PODS"
+((KB_RC == 1)) || fail "dangling device link: want exit 1, got $KB_RC"
+grep -q "shop/gone: kubelet's device link .* leads to no block device" "$KB_ERR" ||
+        fail "dangling device link not reported: $(cat "$KB_ERR")"
+(($(snapshot_count "$REPO") == before + 3)) || fail "the other volumes were not backed up"
+rm "$PODS/66666666-ffff/volumeDevices/kubernetes.io~csi/pvc-fff"
 
 # A failing backup (no repository there): every mounted volume is tried, exit 1.
 KBACKUP_REPOSITORY=$KB_TMP/no-repo in_node --list "$LIST" --pods-dir "$PODS"
