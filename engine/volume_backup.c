@@ -720,12 +720,15 @@ int kb_volume_backup(struct kb_repo *repo, const char *path,
                 free(src);
                 return rc;
         }
-        if (fstat(fd, &st) < 0 || (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode)) ||
-            (S_ISBLK(st.st_mode) && fcntl(fd, F_SETFL, 0) < 0)) {
-                rc =
-                    S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)
-                        ? kb_err_sys(err, -errno, "%s", path)
-                        : kb_err_set(err, KB_EUSAGE, "%s: not a directory or a block device", path);
+        if (fstat(fd, &st) < 0)
+                rc = kb_err_sys(err, -errno, "%s", path);
+        else if (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode))
+                rc = kb_err_set(err, KB_EUSAGE, "%s: not a directory or a block device", path);
+        else if (S_ISBLK(st.st_mode) && fcntl(fd, F_SETFL, 0) < 0)
+                rc = kb_err_sys(err, -errno, "%s", path);
+        else
+                rc = 0;
+        if (rc < 0) {
                 close(fd);
                 free(src);
                 return rc;
