@@ -55,11 +55,11 @@
  * finds none free reads its chunk alone). The cache thus holds at most READ_WINDOWS_MAX x
  * READ_WINDOW = 64 MiB, 16 MiB with 2 workers; a chunk larger than a window is read alone, as
  * before. */
-#define READ_WINDOW (4u << 20)
+#define READ_WINDOW      (4u << 20)
+#define READ_WINDOWS_MAX 16
 /* Zeroed ranges on a device start and end on page boundaries, never inside a page that another
  * worker's pwrite may be filling through the device's page cache. */
-#define ZERO_ALIGN       4096u
-#define READ_WINDOWS_MAX 16
+#define ZERO_ALIGN 4096u
 
 /* Where the next content byte goes: extent `ei`, `epos` bytes into it. */
 struct cursor {
