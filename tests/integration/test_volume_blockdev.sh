@@ -5,7 +5,8 @@
 # and into a directory as device.img; refused without --overwrite-device, onto a device that is
 # too small or mounted, for a directory's snapshot, and for a PATH that is a plain file; a
 # damaged pack is reported with the device and offset, exit 3; a cluster profile's device is
-# backed up with its set and left alone by restore --to-cluster.
+# backed up with its set and left alone by restore --to-cluster; kill -9 of a device backup
+# leaves a repository that check passes.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh source-path=SCRIPTDIR/../..
 source "$(dirname "$0")/lib.sh"
@@ -103,6 +104,25 @@ before=$(repo_state "$REPO")
 expect_exit 2 kb --repo "$REPO" backup volume "$W/a0.img"
 grep -q 'not a directory or a block device' "$KB_ERR" || fail "plain file: $(cat "$KB_ERR")"
 [[ $(repo_state "$REPO") == "$before" ]] || fail "a refused backup changed the repository"
+
+# kill -9 during a device backup, early and late: the repository stays consistent (check below),
+# and the next backup of the device restores byte for byte.
+kb_init "$KB_TMP/scratch"
+t0=$(date +%s%N)
+expect_exit 0 kb --repo "$KB_TMP/scratch" backup volume "$A"
+full_ms=$((($(date +%s%N) - t0) / 1000000))
+for pct in 15 45; do
+        kb_bg --repo "$REPO" backup volume "$A" --name ns/killed
+        pid=$KB_BG_PID
+        sleep "$(printf '%d.%03d' $((full_ms * pct / 100 / 1000)) $((full_ms * pct / 100 % 1000)))"
+        kb_stop_bg "$pid"
+        assert_no_sanitizer "$KB_TMP/bg.err"
+        note "device backup killed at ${pct}% of ${full_ms} ms (status $KB_BG_RC)"
+        expect_exit 0 kb --repo "$REPO" check
+done
+expect_exit 0 kb --repo "$REPO" backup volume "$A" --name ns/killed --json
+expect_exit 0 kb --repo "$REPO" restore volume "$(field snapshot)" --target "$B" --overwrite-device
+device_is "$B" "$W/a.img"
 
 # A cluster profile may map a volume to a device: backed up with the set; a DR restore lists it
 # as skipped with the command to use, and leaves the device alone (its blocks may be data).
