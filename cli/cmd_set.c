@@ -410,9 +410,9 @@ struct outcome {
         char detail[600];
 };
 
-/* 0 for a missing or empty directory, 1 for one with entries, 2 for a block device, -1 when it
- * cannot be read. */
-static int dir_nonempty(const char *dir)
+/* What a volume's restore target is: 0 a missing or empty directory (restore there), 1 a
+ * directory with entries, 2 a block device (both left alone), -1 unreadable. */
+static int target_state(const char *dir)
 {
         struct stat st;
         DIR *d;
@@ -652,7 +652,7 @@ int cli_set_restore(int argc, char **argv)
                                  cl->name);
                         continue;
                 }
-                r = dir_nonempty(o->target);
+                r = target_state(o->target);
                 if (r == 2) {
                         /* Nothing tells whether a device's blocks are data: never guessed. */
                         o->status = ST_SKIPPED;

@@ -52,7 +52,6 @@ struct bctx {
         struct kb_bufpool *pool; /* chunk buffers (volume_file.c) */
         struct kb_chunker *chunker;
         uint32_t chunk_min, chunk_max;
-        int drop_behind; /* read_content drops what it read from the page cache (devices) */
         dev_t root_dev;
         struct kb_dirstack ds;
         struct kb_relpath path;

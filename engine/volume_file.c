@@ -217,9 +217,10 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
         return a < b ? a : b;
 }
 
-/* Read the ranges, chunk and submit. Returns <0 on a fatal error, 0 when read (possibly short:
+/* Read the ranges, chunk and submit; with drop_behind (a device, read once) what was read leaves
+ * the page cache as the read goes on. Returns <0 on a fatal error, 0 when read (possibly short:
  * *read_len per range then tells what was read), 1 when a read error was already reported. */
-static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
+static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg, int drop_behind,
                         struct kb_saver_group *g, struct kb_arena *a, struct idlist *ids,
                         int *shrank)
 {
@@ -227,7 +228,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
         uint8_t *cur = NULL;
         size_t used = 0, scanned = 0, cap = 0;
         unsigned flags = 0;   /* for every chunk: the file's first bytes tell */
-        uint64_t dropped = 0; /* c->drop_behind: bytes before this left the page cache */
+        uint64_t dropped = 0; /* drop_behind: bytes before this left the page cache */
         int rc = 0;
 
         *shrank = 0;
@@ -286,7 +287,7 @@ static int read_content(struct bctx *c, int fd, struct range *rg, size_t nrg,
                         if (cap >= POOL_MIN)
                                 kb_bufpool_touched(cur, used);
                         pos += (uint64_t)got;
-                        if (c->drop_behind && pos - dropped >= DROP_STEP) {
+                        if (drop_behind && pos - dropped >= DROP_STEP) {
                                 posix_fadvise(fd, (off_t)dropped, (off_t)(pos - dropped),
                                               POSIX_FADV_DONTNEED);
                                 dropped = pos;
@@ -593,7 +594,7 @@ int kb_vb_backup_file(struct bctx *c, int dirfd, const char *name, const struct 
                         goto oom;
                 g = own;
         }
-        rc = read_content(c, fd, rg, (size_t)nrg, g, a, &ids, &shrank);
+        rc = read_content(c, fd, rg, (size_t)nrg, 0, g, a, &ids, &shrank);
         if (rc != 0)
                 goto out;
         if (fstat(fd, &st1) < 0 || shrank || !same_version(&st0, &st1))
@@ -639,9 +640,7 @@ int kb_vb_read_device(struct bctx *c, int fd, uint64_t size, struct kb_arena *a,
         /* A device has no holes to ask for: its zero runs are chunks like any other, cut at the
          * chunker's maximum and stored once however often they recur. */
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        c->drop_behind = 1;
-        rc = read_content(c, fd, &rg, size ? 1 : 0, g, a, &ids, &shrank);
-        c->drop_behind = 0;
+        rc = read_content(c, fd, &rg, size ? 1 : 0, 1, g, a, &ids, &shrank);
         if (rc == 1)
                 rc = kb_err_set(c->err, -EIO, "%s: cannot read the device; no snapshot saved",
                                 kb_vb_path(c));

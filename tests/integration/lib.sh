@@ -14,7 +14,8 @@
 #                  holes for the round-trip tests to mean anything.
 #
 # Provides: kb_tmpdir, kb_rmtree, fail, pass, skip, note, kb_loop_attach, kb_mount, kb, kb_run,
-# expect_exit, kb_backup, kb_init, mktree, treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg, kb_track_pid, kb_untrack_pid,
+# expect_exit, kb_backup, kb_init, mktree, treecmp, assert_no_sanitizer, repo_state, kb_bg, kb_stop_bg,
+# kb_kill_during, kb_track_pid, kb_untrack_pid,
 # largest_pack; for etcd: etcd_start, etcd_start_from_snapshot, etcd_stop, ectl, etcd_load, kb_backup_etcd, snapshot_count,
 # closed_port.
 
@@ -243,6 +244,18 @@ kb_stop_bg() {
         kill -9 "$1" 2>/dev/null || true
         wait "$1" 2>/dev/null || KB_BG_RC=$?
         kb_untrack_pid "$1"
+}
+
+# kb_kill_during FULL_MS PCT KBACKUP_ARGS...: start kbackup in the background and kill -9 it
+# after PCT% of FULL_MS (what a full run took); its exit status goes to KB_BG_RC.
+kb_kill_during() {
+        local ms=$(($1 * $2 / 100)) pid
+        shift 2
+        kb_bg "$@"
+        pid=$KB_BG_PID
+        sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+        kb_stop_bg "$pid"
+        assert_no_sanitizer "$KB_TMP/bg.err"
 }
 
 # A pack file (data/xx/<id>) of the repository, the largest one (the most file data).

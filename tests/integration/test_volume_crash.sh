@@ -46,13 +46,8 @@ kb_rmtree "$KB_TMP/scratch"
 note "a full backup takes ${full_ms} ms"
 
 for pct in 5 30 60 85 95 99; do
-        delay=$(printf '%d.%03d' $((full_ms * pct / 100 / 1000)) $((full_ms * pct / 100 % 1000)))
-        kb_bg --repo "$REPO" backup volume "$SRC" --name ns/crash
-        pid=$KB_BG_PID
-        sleep "$delay"
-        kb_stop_bg "$pid"
-        assert_no_sanitizer "$KB_TMP/bg.err"
-        note "backup killed after ${delay}s (${pct}%, status $KB_BG_RC)"
+        kb_kill_during "$full_ms" "$pct" --repo "$REPO" backup volume "$SRC" --name ns/crash
+        note "backup killed at ${pct}% of ${full_ms} ms (status $KB_BG_RC)"
         # The repository must stay readable between attempts.
         expect_exit 0 kb --repo "$REPO" snapshots --json
 done
